@@ -1,0 +1,197 @@
+"""Backend setup: JAX memory behaviour, the persistent compilation cache, devices, quiet stderr.
+
+This module is imported first by :mod:`playground_gym`, before anything imports JAX, so that the
+environment variables JAX reads when it initialises its backend are in place. Every variable is only
+*defaulted*: a value the user already exported wins.
+
+Example:
+    >>> from playground_gym import backend
+    >>> backend.resolve_device("cpu").platform
+    'cpu'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "configure_jax_environment",
+    "enable_compilation_cache",
+    "resolve_device",
+    "torch_device_of",
+    "silence_stderr",
+]
+
+# JAX otherwise grabs 75% of GPU memory at its first operation, leaving torch (policy, optimiser,
+# rollout storage) to fight over the rest. Growing on demand shares the GPU with torch.
+_JAX_ENV_DEFAULTS = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+_CACHE_OPT_OUT = "PLAYGROUND_GYM_COMPILATION_CACHE"
+_CACHE_DIR_VAR = "PLAYGROUND_GYM_CACHE_DIR"
+
+
+def configure_jax_environment() -> None:
+    """Default the XLA environment variables that must be set before JAX initialises its backend.
+
+    Called on ``import playground_gym``. Has no effect on a variable the user already set, nor on a
+    JAX backend that was already initialised before ``playground_gym`` was imported.
+    """
+    for name, value in _JAX_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "playground_gym" / "jax_cache"
+
+
+def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache so a second process skips the env's JIT compile.
+
+    On by default (called on import) in ``$XDG_CACHE_HOME/playground_gym/jax_cache``. Opt out with
+    ``PLAYGROUND_GYM_COMPILATION_CACHE=0``; choose the folder with ``PLAYGROUND_GYM_CACHE_DIR``. A cache
+    directory the user configured for JAX (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept.
+
+    Returns:
+        The cache directory in use, or ``None`` when the cache is disabled.
+    """
+    import jax
+
+    if os.environ.get(_CACHE_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}:
+        return None
+    configured = jax.config.jax_compilation_cache_dir
+    if configured and path is None:
+        return Path(configured)
+    target = Path(path or os.environ.get(_CACHE_DIR_VAR) or _default_cache_dir()).expanduser()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only home must not break the import
+        warnings.warn(f"playground_gym: compilation cache disabled, cannot create {target}: {err}", stacklevel=2)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(target))
+    # The env step compiles in seconds; small helper functions are not worth a disk round trip.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return target
+
+
+def _jax_gpus() -> list[Any]:
+    import jax
+
+    try:
+        return list(jax.devices("gpu"))
+    except RuntimeError:  # no GPU backend in this jaxlib build
+        return []
+
+
+def _no_gpu_message(requested: str) -> str:
+    import jax
+
+    msg = (
+        f"device={requested!r} was requested but JAX has no GPU backend "
+        f"(jax {jax.__version__}, default backend {jax.default_backend()!r})."
+    )
+    try:
+        import torch
+
+        torch_cuda = torch.cuda.is_available()
+    except Exception:  # torch import problems are not this function's business
+        torch_cuda = False
+    if torch_cuda:
+        msg += (
+            " torch sees CUDA but JAX does not: install a CUDA build of JAX that matches torch's CUDA"
+            " (pip install 'playground_gym[cuda]'); a cuDNN/CUDA version mismatch between torch and jax"
+            " makes JAX fall back to CPU."
+        )
+    else:
+        msg += " Neither torch nor JAX sees a GPU; use device='cpu' (or None for the best available)."
+    return msg
+
+
+def resolve_device(device: Any = None) -> Any:
+    """Map a user's device spec to a ``jax.Device``, never falling back silently.
+
+    Args:
+        device: ``None`` (JAX's GPU if it has one, else CPU), ``"cpu"``, ``"cuda"``/``"gpu"``,
+            ``"cuda:N"``, a ``torch.device`` or a ``jax.Device``.
+
+    Raises:
+        ValueError: a GPU was asked for and JAX has none (the message names the likely cause), or the
+            index is out of range, or the spec is not understood.
+        TypeError: the spec is of an unsupported type.
+    """
+    import jax
+
+    if device is None:
+        gpus = _jax_gpus()
+        return gpus[0] if gpus else jax.devices("cpu")[0]
+    if isinstance(device, jax.Device):
+        return device
+    spec: str
+    if isinstance(device, str):
+        spec = device.strip().lower()
+    elif type(device).__name__ == "device" and type(device).__module__.startswith("torch"):
+        spec = str(device)
+    else:
+        raise TypeError(
+            f"device: expected None, a str like 'cpu'/'cuda:0', a torch.device or a jax.Device; "
+            f"got {type(device).__name__} {device!r}"
+        )
+    kind, _, index_text = spec.partition(":")
+    if index_text and not index_text.isdigit():
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N' with N an integer; got {device!r}")
+    index = int(index_text) if index_text else 0
+    if kind == "cpu":
+        return jax.devices("cpu")[0]
+    if kind in {"cuda", "gpu"}:
+        gpus = _jax_gpus()
+        if not gpus:
+            raise ValueError(_no_gpu_message(str(device)))
+        if index >= len(gpus):
+            raise ValueError(f"device: {device!r} asked for GPU {index} but JAX sees {len(gpus)} GPU(s)")
+        return gpus[index]
+    raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+
+
+def torch_device_of(jax_device: Any) -> Any:
+    """The ``torch.device`` that DLPack maps a JAX device's buffers to."""
+    import torch
+
+    if jax_device.platform == "cpu":
+        return torch.device("cpu")
+    return torch.device("cuda", jax_device.local_hardware_id or 0)
+
+
+@contextlib.contextmanager
+def silence_stderr(enabled: bool = True) -> Iterator[None]:
+    """Temporarily send file descriptor 2 (C/C++ and Python stderr) and Python warnings to /dev/null.
+
+    MuJoCo, Warp and XLA write compile-time chatter straight to fd 2, which ``contextlib.redirect_stderr``
+    cannot catch. The original descriptor is restored on exit, also when the body raises, so the
+    process's stderr is never redirected for good.
+
+    Example:
+        >>> with silence_stderr():
+        ...     print("hidden", file=sys.stderr)
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(devnull)

@@ -1,0 +1,90 @@
+"""Moving arrays between the caller's framework and JAX: validation in, DLPack out.
+
+Actions come in as torch tensors (any device), numpy arrays, JAX arrays or nested sequences; they are
+checked on metadata only (shape, dtype: no device sync) and handed to JAX without a copy where the
+device allows. Results go out as torch tensors via ``torch.from_dlpack`` (zero-copy, same device), JAX
+arrays, or numpy copies.
+
+Example:
+    >>> import numpy as np, jax
+    >>> from playground_gym.interop import actions_to_jax
+    >>> actions_to_jax(np.zeros((4, 2)), (4, 2), jax.devices("cpu")[0]).dtype
+    dtype('float32')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ARRAY_TYPES", "actions_to_jax", "export", "check_array_type"]
+
+ARRAY_TYPES = ("torch", "jax", "numpy")
+
+
+def check_array_type(array_type: Any) -> str:
+    if array_type not in ARRAY_TYPES:
+        raise ValueError(f"array_type: expected one of {list(ARRAY_TYPES)}; got {array_type!r}")
+    return array_type
+
+
+def _check(shape: tuple[int, ...], dtype_kind: str, dtype: Any, expected: tuple[int, ...]) -> None:
+    if dtype_kind not in "fiu":
+        raise TypeError(f"actions: expected a real numeric (float or int) array; got dtype {dtype}")
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"actions: expected shape {tuple(expected)} (num_envs, act_dim); got {tuple(shape)}")
+
+
+def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.Array:
+    import torch
+
+    kind = "b" if actions.dtype == torch.bool else ("c" if actions.is_complex() else
+                                                     ("f" if actions.is_floating_point() else "i"))
+    _check(tuple(actions.shape), kind, actions.dtype, expected)
+    target = torch.device("cpu") if device.platform == "cpu" else torch.device("cuda", device.local_hardware_id or 0)
+    # DLPack needs a dense float32 tensor on the env's device; .to() and .contiguous() are no-ops when
+    # it already is one, so the common path copies nothing.
+    actions = actions.detach().to(device=target, dtype=torch.float32).contiguous()
+    return jax.dlpack.from_dlpack(actions)
+
+
+def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.Array:
+    """Validate an action batch and return it as a float32 JAX array on ``device``.
+
+    Raises:
+        TypeError: not an array, or not real numeric (bool, complex, strings, objects).
+        ValueError: wrong shape; the message names expected and received shapes.
+    """
+    module = type(actions).__module__
+    if module.startswith("torch"):
+        return _torch_to_jax(actions, expected, device)
+    if isinstance(actions, jax.Array):
+        _check(actions.shape, actions.dtype.kind, actions.dtype, expected)
+        if actions.dtype != jnp.float32:
+            actions = actions.astype(jnp.float32)
+        return actions if device in actions.devices() else jax.device_put(actions, device)
+    if isinstance(actions, (str, bytes, Mapping)) or actions is None:
+        raise TypeError(f"actions: expected a torch tensor, numpy or JAX array; got {type(actions).__name__}")
+    try:
+        host = np.asarray(actions)
+    except (ValueError, TypeError) as err:
+        raise TypeError(f"actions: expected an array of shape {tuple(expected)}; got an unconvertible "
+                        f"{type(actions).__name__}: {err}") from err
+    _check(host.shape, host.dtype.kind, host.dtype, expected)
+    return jax.device_put(np.ascontiguousarray(host, dtype=np.float32), device)
+
+
+def export(tree: Any, array_type: str) -> Any:
+    """Convert a pytree of JAX arrays to the caller's array type (dicts stay dicts)."""
+    if array_type == "jax":
+        return tree
+    if array_type == "torch":
+        import torch
+
+        return jax.tree.map(torch.from_dlpack, tree)
+    # np.array copies: host arrays the caller (or a gymnasium wrapper) may write into.
+    return jax.tree.map(np.array, tree)

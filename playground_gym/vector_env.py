@@ -1,0 +1,224 @@
+"""``PlaygroundVectorEnv``: a Gymnasium ``VectorEnv`` over one batched, jitted Playground env.
+
+Example:
+    >>> import torch, playground_gym
+    >>> envs = playground_gym.make_vec("CartpoleBalance", num_envs=8, device="cpu")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = envs.step(torch.zeros(8, 1))
+    >>> obs.shape, info["final_obs"].shape
+    (torch.Size([8, 5]), torch.Size([8, 5]))
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import jax
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from playground_gym import backend
+from playground_gym.autoreset import PRIVILEGED_KEY, EpisodeSpec, make_vector_functions
+from playground_gym.configs import official_config, resolve_env_id
+from playground_gym.interop import actions_to_jax, check_array_type, export
+from playground_gym.loading import load_env, resolve_impl
+
+__all__ = ["PlaygroundVectorEnv", "make_vec"]
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise TypeError(f"{name}: expected {expected}; got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive int; got {value}")
+    return int(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"seed: expected an int; got {type(value).__name__} {value!r}")
+    if not 0 <= int(value) < 2**63:
+        raise ValueError(f"seed: expected 0 <= seed < 2**63; got {value}")
+    return int(value)
+
+
+class PlaygroundVectorEnv(VectorEnv):
+    """Every env of a MuJoCo Playground task, batched on one device, as a Gymnasium ``VectorEnv``.
+
+    Semantics (see DESIGN.md): same-step autoreset; ``terminated`` (the task ended, or the physics went
+    non-finite) and ``truncated`` (time limit) are never both set; ``info["final_obs"]`` holds the true
+    terminal observation where an env finished; ``info["episode"]`` the unscaled return and length of
+    the episodes that finished; ``info["nan_reset"]`` the envs reset because of non-finite physics or
+    actions. Each ``step`` is one call of one compiled JAX function, with no host sync in torch and jax
+    modes; returned arrays are never overwritten by later steps.
+
+    Args:
+        env_id: Playground name, with or without the ``playground/`` prefix.
+        num_envs: number of parallel envs.
+        device: ``None`` (JAX's GPU if any, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a torch or
+            JAX device. A GPU without a JAX GPU backend is an error, never a silent CPU fallback.
+        array_type: ``"torch"`` (zero-copy DLPack tensors on ``device``), ``"jax"`` or ``"numpy"``.
+        seed: seed of the first ``reset()`` that is given none.
+        episode_length: physics control steps per episode; ``None`` = the official value.
+        action_repeat: control steps per agent decision; ``None`` = the official value. The agent
+            sees ``episode_length // action_repeat`` decisions per episode.
+        reward_scale: multiplies the returned reward (``info["episode"]["r"]`` stays unscaled).
+        obs_key: for dict observations, the entry returned as ``obs``.
+        full_reset: re-randomise finished envs from fresh keys instead of replaying their first state.
+        impl: ``"auto"`` (warp on GPU, jax on CPU), ``"jax"`` or ``"warp"``.
+        config_overrides: env config keys to override (nested dicts or dotted keys).
+        episode_statistics: include ``info["episode"]``; turn off to use gymnasium's own
+            ``RecordEpisodeStatistics`` wrapper, which refuses an existing ``episode`` key.
+        quiet: silence MuJoCo/Warp/XLA stderr output while loading and compiling (restored after).
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        *,
+        device: Any = None,
+        array_type: str = "torch",
+        seed: int = 0,
+        episode_length: int | None = None,
+        action_repeat: int | None = None,
+        reward_scale: float = 1.0,
+        obs_key: str = "state",
+        full_reset: bool = False,
+        impl: str = "auto",
+        config_overrides: Mapping[str, Any] | None = None,
+        episode_statistics: bool = True,
+        quiet: bool = False,
+    ) -> None:
+        self.metadata = dict(type(self).metadata)
+        self.env_id = resolve_env_id(env_id)
+        self.num_envs = _positive_int("num_envs", num_envs)
+        self.array_type = check_array_type(array_type)
+        self._seed = _seed(seed)
+        episode_length = _positive_int("episode_length", episode_length, allow_none=True)
+        action_repeat = _positive_int("action_repeat", action_repeat, allow_none=True)
+        if isinstance(reward_scale, bool) or not isinstance(reward_scale, numbers.Real) or not np.isfinite(reward_scale):
+            raise TypeError(f"reward_scale: expected a finite real number; got {type(reward_scale).__name__} {reward_scale!r}")
+        if not isinstance(obs_key, str):
+            raise TypeError(f"obs_key: expected a str; got {type(obs_key).__name__} {obs_key!r}")
+        self.full_reset = _bool("full_reset", full_reset)
+        self.episode_statistics = _bool("episode_statistics", episode_statistics)
+        self.quiet = _bool("quiet", quiet)
+
+        self.config = official_config(self.env_id)
+        self.episode_length = episode_length if episode_length is not None else self.config["episode_length"]
+        self.action_repeat = action_repeat if action_repeat is not None else self.config["action_repeat"]
+        if self.episode_length < self.action_repeat:
+            raise ValueError(
+                f"episode_length: expected >= action_repeat ({self.action_repeat}) so an episode has at least one "
+                f"decision; got {self.episode_length}"
+            )
+        self.max_episode_steps = self.episode_length // self.action_repeat
+        self.reward_scale = float(reward_scale)
+
+        self.jax_device = backend.resolve_device(device)
+        self.device = backend.torch_device_of(self.jax_device)
+        self.impl = resolve_impl(impl, self.jax_device.platform)
+        with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
+            self.mjx_env = load_env(self.env_id, self.impl, config_overrides)
+            obs_struct = jax.eval_shape(self.mjx_env.reset, jax.random.PRNGKey(0)).obs
+        self.obs_key = obs_key
+        self.has_privileged_state = False
+        if isinstance(obs_struct, Mapping):
+            if obs_key not in obs_struct:
+                raise KeyError(f"obs_key: expected one of {sorted(obs_struct)} for {self.env_id}; got {obs_key!r}")
+            self.has_privileged_state = PRIVILEGED_KEY in obs_struct and obs_key != PRIVILEGED_KEY
+            obs_struct = obs_struct[obs_key]
+
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, tuple(obs_struct.shape), np.float32)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (self.mjx_env.action_size,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.action_space.seed(self._seed)
+
+        spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
+        reset_fn, step_fn = make_vector_functions(self.mjx_env, spec)
+        self.trace_counts = {"reset": 0, "step": 0}
+
+        def counted(name: str, fn: Any) -> Any:
+            def traced(*args: Any) -> Any:
+                self.trace_counts[name] += 1  # runs only when JAX (re)traces, i.e. before a (re)compile
+                return fn(*args)
+            return traced
+
+        self._reset_jit = jax.jit(counted("reset", reset_fn))
+        self._step_jit = jax.jit(counted("step", step_fn))
+        self._carry: Any = None
+        self._reset_count = 0
+
+    # -- gymnasium API ---------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset every env. ``seed`` reseeds (initial states depend only on it and ``num_envs``);
+        without one, the first reset uses the constructor's ``seed`` and later ones fresh keys."""
+        if options:
+            raise ValueError(f"options: expected None or an empty dict (no reset options are supported); got {options!r}")
+        if seed is not None:
+            self._seed = _seed(seed)
+            self._reset_count = 0
+            self.action_space.seed(self._seed)
+        base = jax.random.PRNGKey(self._seed)
+        key = base if self._reset_count == 0 else jax.random.fold_in(base, self._reset_count)
+        self._reset_count += 1
+        keys = jax.device_put(jax.random.split(key, self.num_envs), self.jax_device)
+        with backend.silence_stderr(self.quiet and self.trace_counts["reset"] == 0):
+            self._carry, out = self._reset_jit(keys)
+        info = {PRIVILEGED_KEY: out[PRIVILEGED_KEY]} if self.has_privileged_state else {}
+        return export(out["obs"], self.array_type), export(info, self.array_type)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step every env with ``actions`` of shape ``(num_envs, act_dim)``, clipped to [-1, 1]."""
+        if self._carry is None:
+            raise gym.error.ResetNeeded("step() was called before reset(): call reset() first")
+        actions = actions_to_jax(actions, self.action_space.shape, self.jax_device)
+        with backend.silence_stderr(self.quiet and self.trace_counts["step"] == 0):
+            self._carry, out = self._step_jit(self._carry, actions)
+        info: dict[str, Any] = {"final_obs": out["final_obs"], "_final_obs": out["done"], "nan_reset": out["nan_reset"]}
+        if self.episode_statistics:
+            info["episode"] = {"r": out["episode_return"], "l": out["episode_length"]}
+            info["_episode"] = out["done"]
+        if self.has_privileged_state:
+            info[PRIVILEGED_KEY] = out[PRIVILEGED_KEY]
+            info["final_" + PRIVILEGED_KEY] = out["final_" + PRIVILEGED_KEY]
+        obs, reward, terminated, truncated, info = export(
+            (out["obs"], out["reward"], out["terminated"], out["truncated"], info), self.array_type
+        )
+        return obs, reward, terminated, truncated, info
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._carry = None
+
+    def __repr__(self) -> str:
+        return (f"PlaygroundVectorEnv({self.env_id!r}, num_envs={self.num_envs}, device={self.jax_device}, "
+                f"array_type={self.array_type!r}, impl={self.impl!r})")
+
+
+def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> PlaygroundVectorEnv:
+    """Create a :class:`PlaygroundVectorEnv`; the same as ``gym.make_vec("playground/<env_id>", num_envs, ...)``.
+
+    Example:
+        >>> envs = make_vec("CartpoleBalance", 4, device="cpu", array_type="numpy")
+        >>> envs.single_action_space.shape
+        (1,)
+    """
+    return PlaygroundVectorEnv(env_id, num_envs, **kwargs)

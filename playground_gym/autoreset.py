@@ -11,7 +11,7 @@ Example:
     >>> from playground_gym.autoreset import EpisodeSpec, make_vector_functions
     >>> env = load_env("CartpoleBalance", impl="jax")
     >>> reset_fn, step_fn = make_vector_functions(env, EpisodeSpec(max_steps=10))
-    >>> carry, out = jax.jit(reset_fn)(jax.random.split(jax.random.PRNGKey(0), 4))
+    >>> carry, first, out = jax.jit(reset_fn)(jax.random.split(jax.random.PRNGKey(0), 4))
     >>> out["obs"].shape
     (4, 5)
 """
@@ -19,13 +19,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["EpisodeSpec", "Carry", "make_vector_functions", "match_avals"]
+__all__ = ["EpisodeSpec", "Carry", "Packer", "make_vector_functions", "match_avals"]
 
 PRIVILEGED_KEY = "privileged_state"
 
@@ -53,7 +54,6 @@ class Carry(NamedTuple):
     """Per-env state carried between steps (every leaf has a leading num_envs axis)."""
 
     env_state: Any          # mjx_env.State
-    first_state: Any        # cached reset state replayed on autoreset; None with full_reset
     elapsed: jax.Array      # int32 agent steps into the current episode
     episode_return: jax.Array  # float32 unscaled return so far
     key: jax.Array          # per-env PRNG key stream for full resets
@@ -88,6 +88,51 @@ def _strong(tree: Any) -> Any:
     return match_avals(tree, tree)
 
 
+class Packer:
+    """Packs a pytree whose leaves share a leading batch axis into one ``[batch, k]`` array per dtype.
+
+    An MJX state has about a hundred leaves, and a jitted call pays Python-side costs per argument
+    and per result leaf (flattening, one ``jax.Array`` object each). Carrying a handful of packed
+    arrays between steps instead makes that cost independent of the model; unpacking is slicing inside
+    the compiled function, which XLA fuses into the consumers.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> tree = {"a": jnp.zeros((3, 2)), "b": jnp.ones((3,), jnp.int32), "c": jnp.ones((3, 2, 2))}
+        >>> packer = Packer(tree)
+        >>> sorted((k, v.shape) for k, v in packer.pack(tree).items())
+        [('float32', (3, 6)), ('int32', (3, 1))]
+        >>> bool(jnp.all(packer.unpack(packer.pack(tree))["c"] == 1))
+        True
+    """
+
+    def __init__(self, struct: Any) -> None:
+        leaves, self.treedef = jax.tree.flatten(struct)
+        self.batch = leaves[0].shape[0]
+        self.shapes = [tuple(leaf.shape[1:]) for leaf in leaves]
+        self.dtypes = [jnp.dtype(leaf.dtype) for leaf in leaves]
+        # per dtype: the leaf indices in it, and each leaf's column span
+        self.groups: dict[str, list[tuple[int, int, int]]] = {}
+        for i, (shape, dtype) in enumerate(zip(self.shapes, self.dtypes)):
+            group = self.groups.setdefault(dtype.name, [])
+            start = group[-1][2] if group else 0
+            group.append((i, start, start + math.prod(shape)))
+
+    def pack(self, tree: Any) -> dict[str, jax.Array]:
+        leaves = jax.tree.leaves(tree)
+        return {
+            name: jnp.concatenate([leaves[i].reshape(self.batch, -1).astype(name) for i, _, _ in group], axis=1)
+            for name, group in self.groups.items()
+        }
+
+    def unpack(self, packed: dict[str, jax.Array]) -> Any:
+        leaves: list[Any] = [None] * len(self.shapes)
+        for name, group in self.groups.items():
+            for i, start, stop in group:
+                leaves[i] = packed[name][:, start:stop].reshape((self.batch,) + self.shapes[i])
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
 def _split_obs(obs: Any, obs_key: str) -> tuple[jax.Array, jax.Array | None]:
     if isinstance(obs, Mapping):
         return obs[obs_key], obs.get(PRIVILEGED_KEY)
@@ -95,10 +140,12 @@ def _split_obs(obs: Any, obs_key: str) -> tuple[jax.Array, jax.Array | None]:
 
 
 def make_vector_functions(env: Any, spec: EpisodeSpec) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Build the batched ``reset(keys)`` and ``step(carry, actions)`` functions (to be jitted).
+    """Build the batched ``reset(keys)`` and ``step(carry, first, actions)`` functions (to be jitted).
 
-    ``reset(keys)`` takes per-env PRNG keys ``[num_envs, 2]`` and returns ``(carry, out)``; ``step(carry,
-    actions)`` takes float32 actions ``[num_envs, act_dim]`` and returns ``(carry, out)``. ``out`` holds
+    ``reset(keys)`` takes per-env PRNG keys ``[num_envs, 2]`` and returns ``(carry, first, out)``: the
+    packed carry (see :class:`Packer`), the packed initial states replayed on autoreset (``None`` with
+    ``full_reset``) and the outputs. ``step(carry, first, actions)`` takes float32 actions
+    ``[num_envs, act_dim]`` and returns ``(carry, out)``; ``carry`` may be donated. ``out`` holds
     ``obs``, and after a step also ``reward`` (scaled), ``terminated``, ``truncated``, ``final_obs``,
     ``done`` (= ``_final_obs`` = ``_episode``), ``episode_return`` (unscaled), ``episode_length``,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
@@ -162,44 +209,58 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> tuple[Callable[..., An
             out[PRIVILEGED_KEY] = priv
         return out
 
-    def reset(keys: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
+    def initial(keys: jax.Array) -> tuple[Carry, Any]:
         split = jax.vmap(jax.random.split)(keys)
         stream, reset_keys = split[:, 0], split[:, 1]
         state = jax.vmap(env.reset)(reset_keys)
         n = keys.shape[0]
-        carry = Carry(
-            env_state=state,
-            first_state=None if spec.full_reset else state,
-            elapsed=jnp.zeros((n,), jnp.int32),
-            episode_return=jnp.zeros((n,), jnp.float32),
-            key=stream,
-        )
-        # Hand out the carry exactly as step() will return it (dtypes, no weak types), so the first
-        # step after reset reuses the compilation of every later step.
-        stepped, _ = jax.eval_shape(step, carry, jnp.zeros((n, env.action_size), jnp.float32))
-        carry = match_avals(carry, stepped)
-        return carry, observe(carry.env_state, {})
+        carry = Carry(state, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32), stream)
+        return carry, state
 
     def fresh_states(carry: Carry, done: jax.Array) -> Carry:
         split = jax.vmap(jax.random.split)(carry.key)
         stream, reset_keys = split[:, 0], split[:, 1]
-        fresh = jax.vmap(env.reset)(reset_keys)
-        fresh = match_avals(fresh, carry.env_state)
+        fresh = match_avals(jax.vmap(env.reset)(reset_keys), carry.env_state)
         return carry._replace(env_state=_where(done, fresh, carry.env_state), key=stream)
 
-    def step(carry: Carry, actions: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
+    def logical_step(carry: Carry, first_state: Any, actions: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
         carry, out = jax.vmap(advance_one)(carry, actions)
         done = out["done"]
         if spec.full_reset:
-            # A fresh reset of every env costs as much as a physics step or more: run it only on steps
-            # where some env finished (a batch-level cond, not a per-env select).
+            # A fresh reset costs as much as a physics step or more: run it only on steps where some env
+            # finished (a batch-level cond, not a per-env select).
             carry = jax.lax.cond(jnp.any(done), fresh_states, lambda c, _: c, carry, done)
         else:
-            carry = carry._replace(env_state=_where(done, carry.first_state, carry.env_state))
+            replay = lambda c: c._replace(env_state=_where(done, first_state, c.env_state))  # noqa: E731
+            carry = jax.lax.cond(jnp.any(done), replay, lambda c: c, carry)
         carry = carry._replace(
             elapsed=jnp.where(done, 0, carry.elapsed),
             episode_return=jnp.where(done, 0.0, carry.episode_return),
         )
         return _strong(carry), observe(carry.env_state, out)
+
+    # The packed layout is that of the carry as step() returns it (dtypes, no weak types), so the first
+    # step after reset reuses the compilation of every later step.
+    def _layouts(num_envs: int) -> tuple[Packer, Packer | None]:
+        keys = jax.ShapeDtypeStruct((num_envs, 2), jnp.uint32)
+        carry, first = jax.eval_shape(initial, keys)
+        actions = jax.ShapeDtypeStruct((num_envs, env.action_size), jnp.float32)
+        stepped, _ = jax.eval_shape(logical_step, carry, first, actions)
+        return Packer(stepped), (None if spec.full_reset else Packer(stepped.env_state))
+
+    def reset(keys: jax.Array) -> tuple[dict[str, jax.Array], Any, dict[str, jax.Array]]:
+        carry_packer, first_packer = _layouts(keys.shape[0])
+        carry, first_state = initial(keys)
+        carry = match_avals(carry, carry_packer.unpack(carry_packer.pack(carry)))
+        packed_first = None if first_packer is None else first_packer.pack(first_state)
+        return carry_packer.pack(carry), packed_first, observe(carry.env_state, {})
+
+    def step(packed_carry: dict[str, jax.Array], packed_first: Any,
+             actions: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        carry_packer, first_packer = _layouts(actions.shape[0])
+        carry = carry_packer.unpack(packed_carry)
+        first_state = None if first_packer is None else first_packer.unpack(packed_first)
+        carry, out = logical_step(carry, first_state, actions)
+        return carry_packer.pack(carry), out
 
     return reset, step

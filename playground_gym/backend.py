@@ -187,7 +187,7 @@ def silence_stderr(enabled: bool = True) -> Iterator[None]:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -66,7 +66,9 @@ class PlaygroundVectorEnv(VectorEnv):
     modes; returned arrays are never overwritten by later steps.
 
     Args:
-        env_id: Playground name, with or without the ``playground/`` prefix.
+        env_id: Playground name, with or without the ``playground/`` prefix, or an ``MjxEnv`` instance of
+            your own (its config's ``episode_length``/``action_repeat`` are the defaults; ``impl`` and
+            ``config_overrides`` then do not apply).
         num_envs: number of parallel envs.
         device: ``None`` (JAX's GPU if any, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a torch or
             JAX device. A GPU without a JAX GPU backend is an error, never a silent CPU fallback.
@@ -89,7 +91,7 @@ class PlaygroundVectorEnv(VectorEnv):
 
     def __init__(
         self,
-        env_id: str,
+        env_id: Any,
         num_envs: int,
         *,
         device: Any = None,
@@ -106,7 +108,11 @@ class PlaygroundVectorEnv(VectorEnv):
         quiet: bool = False,
     ) -> None:
         self.metadata = dict(type(self).metadata)
-        self.env_id = resolve_env_id(env_id)
+        custom_env = None if isinstance(env_id, str) else env_id
+        if custom_env is not None and not (callable(getattr(custom_env, "reset", None))
+                                           and callable(getattr(custom_env, "step", None))):
+            raise TypeError(f"env_id: expected a Playground env name or an MjxEnv instance; got {type(env_id).__name__}")
+        self.env_id = type(custom_env).__name__ if custom_env is not None else resolve_env_id(env_id)
         self.num_envs = _positive_int("num_envs", num_envs)
         self.array_type = check_array_type(array_type)
         self._seed = _seed(seed)
@@ -120,9 +126,16 @@ class PlaygroundVectorEnv(VectorEnv):
         self.episode_statistics = _bool("episode_statistics", episode_statistics)
         self.quiet = _bool("quiet", quiet)
 
-        self.config = official_config(self.env_id)
+        if custom_env is not None:
+            env_config = getattr(custom_env, "_config", None) or {}
+            self.config = {"episode_length": env_config.get("episode_length"),
+                           "action_repeat": env_config.get("action_repeat", 1)}
+        else:
+            self.config = official_config(self.env_id)
         self.episode_length = episode_length if episode_length is not None else self.config["episode_length"]
         self.action_repeat = action_repeat if action_repeat is not None else self.config["action_repeat"]
+        if self.episode_length is None:
+            raise ValueError(f"episode_length: {self.env_id} has no episode_length in its config; pass one")
         if self.episode_length < self.action_repeat:
             raise ValueError(
                 f"episode_length: expected >= action_repeat ({self.action_repeat}) so an episode has at least one "
@@ -134,8 +147,10 @@ class PlaygroundVectorEnv(VectorEnv):
         self.jax_device = backend.resolve_device(device)
         self.device = backend.torch_device_of(self.jax_device)
         self.impl = resolve_impl(impl, self.jax_device.platform)
+        if custom_env is not None and config_overrides is not None:
+            raise ValueError("config_overrides: only for Playground env names; configure an MjxEnv instance yourself")
         with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
-            self.mjx_env = load_env(self.env_id, self.impl, config_overrides)
+            self.mjx_env = custom_env if custom_env is not None else load_env(self.env_id, self.impl, config_overrides)
             obs_struct = jax.eval_shape(self.mjx_env.reset, jax.random.PRNGKey(0)).obs
         self.obs_key = obs_key
         self.has_privileged_state = False
@@ -162,8 +177,10 @@ class PlaygroundVectorEnv(VectorEnv):
             return traced
 
         self._reset_jit = jax.jit(counted("reset", reset_fn))
-        self._step_jit = jax.jit(counted("step", step_fn))
+        # The packed carry is private (never handed out), so its buffers can be reused for the next one.
+        self._step_jit = jax.jit(counted("step", step_fn), donate_argnums=0)
         self._carry: Any = None
+        self._first: Any = None
         self._reset_count = 0
 
     # -- gymnasium API ---------------------------------------------------------------------------------
@@ -182,7 +199,7 @@ class PlaygroundVectorEnv(VectorEnv):
         self._reset_count += 1
         keys = jax.device_put(jax.random.split(key, self.num_envs), self.jax_device)
         with backend.silence_stderr(self.quiet and self.trace_counts["reset"] == 0):
-            self._carry, out = self._reset_jit(keys)
+            self._carry, self._first, out = self._reset_jit(keys)
         info = {PRIVILEGED_KEY: out[PRIVILEGED_KEY]} if self.has_privileged_state else {}
         return export(out["obs"], self.array_type), export(info, self.array_type)
 
@@ -192,7 +209,7 @@ class PlaygroundVectorEnv(VectorEnv):
             raise gym.error.ResetNeeded("step() was called before reset(): call reset() first")
         actions = actions_to_jax(actions, self.action_space.shape, self.jax_device)
         with backend.silence_stderr(self.quiet and self.trace_counts["step"] == 0):
-            self._carry, out = self._step_jit(self._carry, actions)
+            self._carry, out = self._step_jit(self._carry, self._first, actions)
         info: dict[str, Any] = {"final_obs": out["final_obs"], "_final_obs": out["done"], "nan_reset": out["nan_reset"]}
         if self.episode_statistics:
             info["episode"] = {"r": out["episode_return"], "l": out["episode_length"]}
@@ -206,7 +223,7 @@ class PlaygroundVectorEnv(VectorEnv):
         return obs, reward, terminated, truncated, info
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._carry = None
+        self._carry = self._first = None
 
     def __repr__(self) -> str:
         return (f"PlaygroundVectorEnv({self.env_id!r}, num_envs={self.num_envs}, device={self.jax_device}, "

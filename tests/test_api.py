@@ -1,0 +1,127 @@
+"""Registration, ids, official configs, spaces, metadata and backend set-up (cheap: few compiles)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import playground_gym
+from playground_gym import backend
+
+
+def test_every_playground_env_is_registered():
+    ids = [env_id for env_id in gym.registry if env_id.startswith("playground/")]
+    assert len(ids) == 54
+    assert len(playground_gym.list_envs()) == 54
+    assert [len(playground_gym.list_envs(s)) for s in ("dm_control_suite", "locomotion", "manipulation")] == [25, 19, 10]
+
+
+def test_list_envs_rejects_unknown_suite():
+    with pytest.raises(ValueError, match="suite: expected None or one of"):
+        playground_gym.list_envs("dmc")
+
+
+def test_single_env_make_points_to_make_vec():
+    with pytest.raises(gym.error.Error, match="make_vec"):
+        gym.make("playground/CartpoleBalance")
+
+
+def test_official_config_reads_upstream_table():
+    cfg = playground_gym.official_config("playground/FingerSpin")
+    assert cfg["discounting"] == 0.95
+    assert cfg["episode_length"] == 1000 and cfg["action_repeat"] == 1
+    assert cfg["reward_scaling"] == 10.0 and cfg["unroll_length"] == 30 and cfg["num_envs"] == 2048
+    assert cfg["policy_hidden_layer_sizes"] == (32, 32, 32, 32)
+    assert cfg["value_hidden_layer_sizes"] == (256,) * 5
+    assert cfg["clipping_epsilon"] == 0.3
+    assert playground_gym.official_config("CartpoleBalance")["discounting"] == 0.995
+    go1 = playground_gym.official_config("Go1Getup")  # config only: needs no Menagerie
+    assert go1["episode_length"] == 300 and go1["value_obs_key"] == "privileged_state"
+
+
+def test_official_config_corrects_pendulum_swingup():
+    cfg = playground_gym.official_config("PendulumSwingup")
+    assert cfg["action_repeat"] == 4 and cfg["num_updates_per_batch"] == 4
+    assert cfg["corrections"] == {"action_repeat": 4, "num_updates_per_batch": 4}
+    envs = playground_gym.make_vec("PendulumSwingup", 2, device="cpu")  # no reset: no compile
+    assert envs.action_repeat == 4 and envs.max_episode_steps == 250
+
+
+def test_official_config_is_a_fresh_dict():
+    cfg = playground_gym.official_config("CartpoleBalance")
+    cfg["discounting"] = 0.0
+    assert playground_gym.official_config("CartpoleBalance")["discounting"] == 0.995
+
+
+def test_spaces_metadata_and_attributes(short_env):
+    assert short_env.single_observation_space == gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+    assert short_env.single_action_space == gym.spaces.Box(-1, 1, (1,), np.float32)
+    assert short_env.observation_space.shape == (4, 5) and short_env.action_space.shape == (4, 1)
+    assert short_env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    assert short_env.metadata is not gym.vector.VectorEnv.metadata
+    assert "autoreset_mode" not in gym.vector.VectorEnv.metadata
+    assert short_env.num_envs == 4 and short_env.impl == "jax" and short_env.device == torch.device("cpu")
+    assert isinstance(short_env, gym.vector.VectorEnv)
+
+
+def test_gym_make_vec_and_make_vec_agree():
+    a = gym.make_vec("playground/CartpoleBalance", num_envs=2, device="cpu", array_type="numpy")
+    b = playground_gym.make_vec("CartpoleBalance", 2, device="cpu", array_type="numpy")
+    assert type(a.unwrapped) is type(b) and a.unwrapped.env_id == b.env_id == "CartpoleBalance"
+    assert a.unwrapped.spec.id == "playground/CartpoleBalance"
+
+
+def test_impl_auto_is_jax_on_cpu():
+    assert playground_gym.loading.resolve_impl("auto", "cpu") == "jax"
+    assert playground_gym.loading.resolve_impl("auto", "gpu") == "warp"
+
+
+def test_silence_stderr_restores_fd2(capfd):
+    with playground_gym.silence_stderr():
+        os.write(2, b"hidden-c-level\n")
+        print("hidden-python", file=sys.stderr)
+    os.write(2, b"visible-after\n")
+    err = capfd.readouterr().err
+    assert "hidden" not in err and "visible-after" in err
+
+
+def test_silence_stderr_restores_fd2_on_error(capfd):
+    with pytest.raises(RuntimeError), playground_gym.silence_stderr():
+        raise RuntimeError("boom")
+    os.write(2, b"still-visible\n")
+    assert "still-visible" in capfd.readouterr().err
+
+
+def test_resolve_device_never_falls_back_silently():
+    assert backend.resolve_device(None).platform == "cpu"  # no GPU here
+    assert backend.resolve_device(torch.device("cpu")).platform == "cpu"
+    with pytest.raises(ValueError, match="JAX has no GPU backend"):
+        backend.resolve_device("cuda")
+    with pytest.raises(ValueError, match="JAX has no GPU backend"):
+        backend.resolve_device(torch.device("cuda", 0))
+
+
+_IMPORT_PROBE = (
+    "import os, jax, playground_gym; "
+    "print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'], jax.config.jax_compilation_cache_dir)"
+)
+
+
+def _probe(extra_env: dict[str, str]) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_PYTHON_CLIENT", "JAX_COMPILATION"))}
+    env.update(extra_env)
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_backend_env_defaults_and_overrides(tmp_path):
+    prealloc, cache = _probe({"PLAYGROUND_GYM_CACHE_DIR": str(tmp_path / "cache")})
+    assert prealloc == "false" and cache == str(tmp_path / "cache")
+    prealloc, cache = _probe({"XLA_PYTHON_CLIENT_PREALLOCATE": "true", "PLAYGROUND_GYM_COMPILATION_CACHE": "0"})
+    assert prealloc == "true" and cache == "None"

@@ -1,0 +1,79 @@
+"""torch/jax/numpy array modes, DLPack zero-copy, and gymnasium's own vector wrappers in numpy mode."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import torch
+from gymnasium.wrappers import vector as vector_wrappers
+
+from conftest import NUM_ENVS, SHORT
+from playground_gym.interop import actions_to_jax
+
+
+def test_numpy_mode_returns_writable_host_arrays(numpy_env):
+    obs, info = numpy_env.reset(seed=0)
+    assert isinstance(obs, np.ndarray) and obs.dtype == np.float32 and obs.flags.writeable
+    obs, reward, terminated, truncated, info = numpy_env.step(np.zeros((NUM_ENVS, 1)))
+    assert isinstance(reward, np.ndarray) and reward.dtype == np.float32
+    assert terminated.dtype == np.bool_ and isinstance(info["final_obs"], np.ndarray)
+    assert "episode" not in info  # episode_statistics=False leaves the key to gymnasium's wrapper
+
+
+def test_jax_mode_returns_jax_arrays(jax_env):
+    obs, _ = jax_env.reset(seed=0)
+    assert isinstance(obs, jax.Array)
+    obs, reward, terminated, truncated, info = jax_env.step(jax.numpy.zeros((NUM_ENVS, 1)))
+    assert isinstance(reward, jax.Array) and isinstance(info["final_obs"], jax.Array)
+    assert isinstance(info["episode"]["r"], jax.Array)
+
+
+def test_modes_agree(short_env, numpy_env, jax_env):
+    actions = [np.full((NUM_ENVS, 1), v, np.float32) for v in (0.3, -0.7, 0.1)]
+    short_env.reset(seed=5), numpy_env.reset(seed=5), jax_env.reset(seed=5)
+    for a in actions:
+        t = short_env.step(torch.from_numpy(a))[0]
+        n = numpy_env.step(a)[0]
+        j = jax_env.step(jax.numpy.asarray(a))[0]
+        np.testing.assert_array_equal(t.numpy(), n)
+        np.testing.assert_array_equal(np.asarray(j), n)
+
+
+def test_torch_actions_reach_jax_without_a_copy():
+    actions = torch.rand(NUM_ENVS, 3)
+    as_jax = actions_to_jax(actions, (NUM_ENVS, 3), jax.devices("cpu")[0])
+    assert as_jax.unsafe_buffer_pointer() == actions.data_ptr()
+    non_contiguous = torch.rand(3, NUM_ENVS).T  # strided tensors must be made dense first
+    np.testing.assert_array_equal(np.asarray(actions_to_jax(non_contiguous, (NUM_ENVS, 3), jax.devices("cpu")[0])),
+                                  non_contiguous.numpy())
+
+
+def test_torch_outputs_share_jax_buffers():
+    from playground_gym.interop import export
+
+    x = jax.numpy.arange(12.0).reshape(3, 4)
+    tensors = export({"a": x, "b": [x]}, "torch")
+    assert tensors["a"].data_ptr() == x.unsafe_buffer_pointer() == tensors["b"][0].data_ptr()
+
+
+def test_other_action_dtypes_are_converted(numpy_env):
+    numpy_env.reset(seed=0)
+    numpy_env.step(np.zeros((NUM_ENVS, 1), dtype=np.int64))
+    numpy_env.step([[0.0]] * NUM_ENVS)
+    numpy_env.step(torch.zeros(NUM_ENVS, 1, dtype=torch.float64))
+
+
+def test_gymnasium_vector_wrappers_work_in_numpy_mode(numpy_env):
+    envs = vector_wrappers.RecordEpisodeStatistics(numpy_env)
+    envs = vector_wrappers.NormalizeReward(envs)
+    envs = vector_wrappers.ClipAction(envs)
+    envs.reset(seed=0)
+    for _ in range(SHORT):
+        obs, reward, terminated, truncated, info = envs.step(np.full((NUM_ENVS, 1), 3.0))
+    stats = envs.env.env  # RecordEpisodeStatistics
+    assert "episode" in info and info["_episode"].all()
+    np.testing.assert_array_equal(info["episode"]["l"], np.full(NUM_ENVS, SHORT))
+    assert len(stats.return_queue) == NUM_ENVS and all(np.isfinite(stats.return_queue))
+    # the next episode starts counting at once (SAME_STEP autoreset)
+    envs.step(np.zeros((NUM_ENVS, 1)))
+    assert (stats.episode_lengths == 1).all()

@@ -1,0 +1,143 @@
+"""DESIGN.md step semantics on CartpoleBalance: same-step autoreset, final_obs, episode statistics,
+truncation vs termination, dtypes, clipping, determinism, full_reset, single compilation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import NUM_ENVS, SHORT
+
+
+def rollout(envs, actions, seed=0):
+    """Reset with ``seed`` and step through ``actions`` [T, N, A]; returns the reset obs and step tuples."""
+    obs0, _ = envs.reset(seed=seed)
+    return obs0, [envs.step(a) for a in actions]
+
+
+def random_actions(steps, act_dim=1, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return [scale * (2 * torch.rand(NUM_ENVS, act_dim, generator=g) - 1) for _ in range(steps)]
+
+
+def test_same_step_autoreset_and_truncation(short_env):
+    obs0, steps = rollout(short_env, random_actions(2 * SHORT + 2))
+    for t, (obs, reward, terminated, truncated, info) in enumerate(steps, start=1):
+        finished = t % SHORT == 0
+        assert torch.equal(truncated, torch.full((NUM_ENVS,), finished))
+        assert not terminated.any()  # DM Control episodes end by the time limit only
+        assert torch.equal(info["_final_obs"], truncated) and torch.equal(info["_episode"], truncated)
+        if finished:
+            # the returned obs is already the next episode's first (the cached initial state)
+            assert torch.equal(obs, obs0)
+            assert not torch.allclose(info["final_obs"], obs)
+        else:
+            assert torch.equal(info["final_obs"], obs)
+
+
+def test_final_obs_is_the_true_terminal_observation(short_env, long_env):
+    actions = random_actions(SHORT)
+    _, short = rollout(short_env, actions)
+    _, long = rollout(long_env, actions)
+    # the long-episode twin keeps going where the short one was truncated: its obs is the terminal obs
+    torch.testing.assert_close(short[-1][4]["final_obs"], long[-1][0], rtol=0, atol=0)
+    assert short[-1][3].all() and not long[-1][3].any()
+
+
+def test_episode_statistics_are_unscaled_sums_and_lengths(short_env):
+    _, steps = rollout(short_env, random_actions(SHORT))
+    rewards = torch.stack([s[1] for s in steps])  # scaled by reward_scale=2
+    info = steps[-1][4]
+    torch.testing.assert_close(info["episode"]["r"], rewards.sum(0) / 2.0)
+    assert info["episode"]["l"].dtype == torch.int32
+    assert torch.equal(info["episode"]["l"], torch.full((NUM_ENVS,), SHORT, dtype=torch.int32))
+    assert info["episode"]["r"].dtype == torch.float32
+
+
+def test_reward_scale_scales_reward_only(short_env, long_env):
+    actions = random_actions(3)
+    _, scaled = rollout(short_env, actions)
+    _, plain = rollout(long_env, actions)
+    for s, p in zip(scaled, plain):
+        torch.testing.assert_close(s[1], 2.0 * p[1])
+
+
+def test_dtypes_shapes_devices(short_env):
+    obs, info = short_env.reset(seed=0)
+    assert obs.shape == (NUM_ENVS, 5) and obs.dtype == torch.float32 and obs.device == short_env.device
+    obs, reward, terminated, truncated, info = short_env.step(torch.zeros(NUM_ENVS, 1))
+    assert reward.shape == (NUM_ENVS,) and reward.dtype == torch.float32
+    assert terminated.dtype == torch.bool and truncated.dtype == torch.bool
+    assert info["final_obs"].shape == obs.shape and info["nan_reset"].dtype == torch.bool
+    assert all(t.device == short_env.device for t in (obs, reward, terminated, truncated, info["final_obs"]))
+    assert not (terminated & truncated).any()
+
+
+def test_returned_tensors_are_not_overwritten_by_later_steps(short_env):
+    short_env.reset(seed=0)
+    out = short_env.step(torch.full((NUM_ENVS, 1), 0.5))
+    frozen = [out[0].clone(), out[1].clone(), out[4]["final_obs"].clone()]
+    for a in random_actions(2 * SHORT):
+        short_env.step(a)
+    assert torch.equal(frozen[0], out[0]) and torch.equal(frozen[1], out[1])
+    assert torch.equal(frozen[2], out[4]["final_obs"])
+
+
+def test_actions_are_clipped(short_env):
+    _, big = rollout(short_env, [torch.full((NUM_ENVS, 1), 7.0)] * 3)
+    _, one = rollout(short_env, [torch.ones(NUM_ENVS, 1)] * 3)
+    for b, o in zip(big, one):
+        assert torch.equal(b[0], o[0]) and torch.equal(b[1], o[1])
+
+
+def test_seeding_is_deterministic(short_env, long_env, numpy_env):
+    a, _ = short_env.reset(seed=3)
+    b, _ = short_env.reset(seed=3)
+    assert torch.equal(a, b)
+    c, _ = short_env.reset(seed=4)
+    assert not torch.equal(a, c)
+    d, _ = short_env.reset()  # no seed: a fresh draw from the env's own stream
+    assert not torch.equal(c, d)
+    # initial states depend only on seed and num_envs, not on episode_length or array_type
+    assert torch.equal(long_env.reset(seed=3)[0], a)
+    np.testing.assert_array_equal(numpy_env.reset(seed=3)[0], a.numpy())
+
+
+def test_same_seed_same_trajectory(short_env):
+    actions = random_actions(2 * SHORT)
+    _, first = rollout(short_env, actions, seed=11)
+    _, second = rollout(short_env, actions, seed=11)
+    for x, y in zip(first, second):
+        assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+
+
+def test_full_reset_rerandomises_and_keeps_statistics(full_reset_env):
+    obs0, steps = rollout(full_reset_env, random_actions(2 * SHORT))
+    first_episode_end, second_episode_end = steps[SHORT - 1], steps[2 * SHORT - 1]
+    for obs, _, terminated, truncated, info in (first_episode_end, second_episode_end):
+        assert truncated.all() and not terminated.any()
+        assert torch.equal(info["episode"]["l"], torch.full((NUM_ENVS,), SHORT, dtype=torch.int32))
+        assert not torch.allclose(obs, obs0)  # a fresh random initial state, not the cached one
+    assert not torch.allclose(first_episode_end[0], second_episode_end[0])
+    rewards = torch.stack([s[1] for s in steps[SHORT: 2 * SHORT]])
+    torch.testing.assert_close(second_episode_end[4]["episode"]["r"], rewards.sum(0))
+    assert not steps[SHORT][3].any()  # the flag is not carried into the next episode
+
+
+def test_step_compiles_once(short_env):
+    short_env.reset(seed=0)
+    for a in random_actions(SHORT + 1):
+        short_env.step(a)
+    short_env.reset(seed=1)
+    short_env.step(torch.zeros(NUM_ENVS, 1))
+    assert short_env.trace_counts == {"reset": 1, "step": 1}
+
+
+def test_step_before_reset_is_an_error():
+    import gymnasium as gym
+    import playground_gym
+
+    envs = playground_gym.make_vec("CartpoleBalance", 2, device="cpu")
+    with pytest.raises(gym.error.ResetNeeded, match="reset"):
+        envs.step(torch.zeros(2, 1))

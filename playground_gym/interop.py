@@ -79,12 +79,23 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.
 
 
 def export(tree: Any, array_type: str) -> Any:
-    """Convert a pytree of JAX arrays to the caller's array type (dicts stay dicts)."""
+    """Convert a pytree of JAX arrays to the caller's array type (dicts stay dicts).
+
+    In torch mode on CPU, DLPack hands over the buffer only once the computation that writes it has
+    finished (torch CPU tensors have no stream to wait on), so exporting a step's results waits for
+    that step. On CUDA, torch passes its stream and JAX makes it wait on the device: no host sync.
+    """
     if array_type == "jax":
         return tree
+    leaves, treedef = jax.tree.flatten(tree)
     if array_type == "torch":
         import torch
 
-        return jax.tree.map(torch.from_dlpack, tree)
-    # np.array copies: host arrays the caller (or a gymnasium wrapper) may write into.
-    return jax.tree.map(np.array, tree)
+        convert = torch.from_dlpack
+    else:
+        convert = np.array  # a copy: host arrays the caller (or a gymnasium wrapper) may write into
+    exported: dict[int, Any] = {}  # one export per distinct array (the done mask appears under several keys)
+    for x in leaves:
+        if id(x) not in exported:
+            exported[id(x)] = convert(x)
+    return jax.tree.unflatten(treedef, [exported[id(x)] for x in leaves])

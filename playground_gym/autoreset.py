@@ -10,7 +10,7 @@ Example:
     >>> from playground_gym.loading import load_env
     >>> from playground_gym.autoreset import EpisodeSpec, make_vector_functions
     >>> env = load_env("CartpoleBalance", impl="jax")
-    >>> reset_fn, step_fn = make_vector_functions(env, EpisodeSpec(max_steps=10))
+    >>> reset_fn, step_fn, _ = make_vector_functions(env, EpisodeSpec(max_steps=10))
     >>> carry, first, out = jax.jit(reset_fn)(jax.random.split(jax.random.PRNGKey(0), 4))
     >>> out["obs"].shape
     (4, 5)
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["EpisodeSpec", "Carry", "Packer", "make_vector_functions", "match_avals"]
+__all__ = ["EpisodeSpec", "Carry", "Packer", "VectorFunctions", "make_vector_functions", "match_avals"]
 
 PRIVILEGED_KEY = "privileged_state"
 
@@ -139,13 +139,22 @@ def _split_obs(obs: Any, obs_key: str) -> tuple[jax.Array, jax.Array | None]:
     return obs, None
 
 
-def make_vector_functions(env: Any, spec: EpisodeSpec) -> tuple[Callable[..., Any], Callable[..., Any]]:
+class VectorFunctions(NamedTuple):
+    """The pure batched functions of one env; see :func:`make_vector_functions`."""
+
+    reset: Callable[..., Any]
+    step: Callable[..., Any]
+    env_state: Callable[..., Any]
+
+
+def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
     """Build the batched ``reset(keys)`` and ``step(carry, first, actions)`` functions (to be jitted).
 
     ``reset(keys)`` takes per-env PRNG keys ``[num_envs, 2]`` and returns ``(carry, first, out)``: the
     packed carry (see :class:`Packer`), the packed initial states replayed on autoreset (``None`` with
     ``full_reset``) and the outputs. ``step(carry, first, actions)`` takes float32 actions
-    ``[num_envs, act_dim]`` and returns ``(carry, out)``; ``carry`` may be donated. ``out`` holds
+    ``[num_envs, act_dim]`` and returns ``(carry, out)``; ``carry`` may be donated.
+    ``env_state(carry)`` unpacks the batched ``mjx_env.State`` (for rendering and inspection). ``out`` holds
     ``obs``, and after a step also ``reward`` (scaled), ``terminated``, ``truncated``, ``final_obs``,
     ``done`` (= ``_final_obs`` = ``_episode``), ``episode_return`` (unscaled), ``episode_length``,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
@@ -263,4 +272,8 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> tuple[Callable[..., An
         carry, out = logical_step(carry, first_state, actions)
         return carry_packer.pack(carry), out
 
-    return reset, step
+    def env_state(packed_carry: dict[str, jax.Array]) -> Any:
+        n = next(iter(packed_carry.values())).shape[0]
+        return _layouts(n)[0].unpack(packed_carry).env_state
+
+    return VectorFunctions(reset, step, env_state)

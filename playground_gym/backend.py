@@ -37,13 +37,17 @@ _CACHE_DIR_VAR = "PLAYGROUND_GYM_CACHE_DIR"
 
 
 def configure_jax_environment() -> None:
-    """Default the XLA environment variables that must be set before JAX initialises its backend.
+    """Default the environment variables read when JAX initialises its backend and MuJoCo its GL.
 
+    ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, and ``MUJOCO_GL=egl`` on a machine without a display.
     Called on ``import playground_gym``. Has no effect on a variable the user already set, nor on a
     JAX backend that was already initialised before ``playground_gym`` was imported.
     """
     for name, value in _JAX_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        # MuJoCo's default GL backend (GLFW) needs a display; EGL renders headless (CPU via Mesa, or GPU).
+        os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def _default_cache_dir() -> Path:

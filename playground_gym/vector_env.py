@@ -85,9 +85,12 @@ class PlaygroundVectorEnv(VectorEnv):
         episode_statistics: include ``info["episode"]``; turn off to use gymnasium's own
             ``RecordEpisodeStatistics`` wrapper, which refuses an existing ``episode`` key.
         quiet: silence MuJoCo/Warp/XLA stderr output while loading and compiling (restored after).
+        render_mode: ``None`` or ``"rgb_array"``: ``render()`` then returns one frame (H, W, 3 uint8) per
+            env in ``render_env_ids`` (default ``(0,)``), drawn by MuJoCo's CPU renderer (headless: set
+            ``MUJOCO_GL=egl`` or ``osmesa``). Size ``render_size`` (240, 320), camera ``render_camera``.
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class PlaygroundVectorEnv(VectorEnv):
         config_overrides: Mapping[str, Any] | None = None,
         episode_statistics: bool = True,
         quiet: bool = False,
+        render_mode: str | None = None,
     ) -> None:
         self.metadata = dict(type(self).metadata)
         custom_env = None if isinstance(env_id, str) else env_id
@@ -167,7 +171,7 @@ class PlaygroundVectorEnv(VectorEnv):
         self.action_space.seed(self._seed)
 
         spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
-        reset_fn, step_fn = make_vector_functions(self.mjx_env, spec)
+        reset_fn, step_fn, env_state_fn = make_vector_functions(self.mjx_env, spec)
         self.trace_counts = {"reset": 0, "step": 0}
 
         def counted(name: str, fn: Any) -> Any:
@@ -179,8 +183,16 @@ class PlaygroundVectorEnv(VectorEnv):
         self._reset_jit = jax.jit(counted("reset", reset_fn))
         # The packed carry is private (never handed out), so its buffers can be reused for the next one.
         self._step_jit = jax.jit(counted("step", step_fn), donate_argnums=0)
+        self._env_state_jit = jax.jit(env_state_fn)
         self._carry: Any = None
         self._first: Any = None
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected None or 'rgb_array'; got {render_mode!r}")
+        self.render_mode = render_mode
+        self.render_env_ids: tuple[int, ...] = (0,)
+        self.render_size = (240, 320)
+        self.render_camera: str | int = -1
+        self._renderer: Any = None
         self._reset_count = 0
 
     # -- gymnasium API ---------------------------------------------------------------------------------
@@ -222,8 +234,39 @@ class PlaygroundVectorEnv(VectorEnv):
         )
         return obs, reward, terminated, truncated, info
 
+    def env_state(self) -> Any:
+        """The current batched ``mjx_env.State`` (JAX arrays, leading num_envs axis), for inspection."""
+        if self._carry is None:
+            raise gym.error.ResetNeeded("env_state() was called before reset(): call reset() first")
+        return self._env_state_jit(self._carry)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One RGB frame per env in ``render_env_ids`` of the current state (``render_mode="rgb_array"``)."""
+        if self.render_mode is None:
+            return None
+        import mujoco
+
+        data = self.env_state().data
+        fields = ("qpos", "qvel", "mocap_pos", "mocap_quat", "xfrc_applied")
+        host = {f: np.asarray(getattr(data, f)) for f in fields}
+        model = self.mjx_env.mj_model
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(model, *self.render_size)
+            self._mj_data = mujoco.MjData(model)
+        frames = []
+        for i in self.render_env_ids:
+            for f in fields:
+                getattr(self._mj_data, f)[...] = host[f][i].reshape(getattr(self._mj_data, f).shape)
+            mujoco.mj_forward(model, self._mj_data)
+            self._renderer.update_scene(self._mj_data, camera=self.render_camera)
+            frames.append(self._renderer.render().copy())
+        return tuple(frames)
+
     def close_extras(self, **kwargs: Any) -> None:
         self._carry = self._first = None
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     def __repr__(self) -> str:
         return (f"PlaygroundVectorEnv({self.env_id!r}, num_envs={self.num_envs}, device={self.jax_device}, "

@@ -77,3 +77,20 @@ def test_gymnasium_vector_wrappers_work_in_numpy_mode(numpy_env):
     # the next episode starts counting at once (SAME_STEP autoreset)
     envs.step(np.zeros((NUM_ENVS, 1)))
     assert (stats.episode_lengths == 1).all()
+
+
+def test_render_draws_the_current_state_of_chosen_envs():
+    import playground_gym
+
+    envs = playground_gym.make_vec("CartpoleBalance", 2, device="cpu", render_mode="rgb_array", episode_length=SHORT)
+    envs.reset(seed=0)
+    envs.render_env_ids = (0, 1)
+    before = envs.render()
+    assert len(before) == 2 and before[0].shape == (240, 320, 3) and before[0].dtype == np.uint8
+    assert before[0].std() > 0  # a picture, not a blank frame
+    for _ in range(3):
+        envs.step(torch.ones(2, 1))
+    after = envs.render()
+    assert not np.array_equal(before[0], after[0])  # the cart moved
+    assert envs.env_state().data.qpos.shape == (2, 2)
+    envs.close()

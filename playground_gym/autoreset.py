@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -249,7 +250,8 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         return _strong(carry), observe(carry.env_state, out)
 
     # The packed layout is that of the carry as step() returns it (dtypes, no weak types), so the first
-    # step after reset reuses the compilation of every later step.
+    # step after reset reuses the compilation of every later step. Cached: tracing an env step costs seconds.
+    @functools.cache
     def _layouts(num_envs: int) -> tuple[Packer, Packer | None]:
         keys = jax.ShapeDtypeStruct((num_envs, 2), jnp.uint32)
         carry, first = jax.eval_shape(initial, keys)

@@ -122,8 +122,12 @@ class PlaygroundVectorEnv(VectorEnv):
         self._seed = _seed(seed)
         episode_length = _positive_int("episode_length", episode_length, allow_none=True)
         action_repeat = _positive_int("action_repeat", action_repeat, allow_none=True)
-        if isinstance(reward_scale, bool) or not isinstance(reward_scale, numbers.Real) or not np.isfinite(reward_scale):
-            raise TypeError(f"reward_scale: expected a finite real number; got {type(reward_scale).__name__} {reward_scale!r}")
+        if isinstance(reward_scale, bool) or not isinstance(reward_scale, numbers.Real):
+            raise TypeError(f"reward_scale: expected a real number; got {type(reward_scale).__name__} {reward_scale!r}")
+        if not np.isfinite(reward_scale):
+            raise ValueError(f"reward_scale: expected a finite number; got {reward_scale}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected None or 'rgb_array'; got {render_mode!r}")
         if not isinstance(obs_key, str):
             raise TypeError(f"obs_key: expected a str; got {type(obs_key).__name__} {obs_key!r}")
         self.full_reset = _bool("full_reset", full_reset)
@@ -186,8 +190,6 @@ class PlaygroundVectorEnv(VectorEnv):
         self._env_state_jit = jax.jit(env_state_fn)
         self._carry: Any = None
         self._first: Any = None
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected None or 'rgb_array'; got {render_mode!r}")
         self.render_mode = render_mode
         self.render_env_ids: tuple[int, ...] = (0,)
         self.render_size = (240, 320)

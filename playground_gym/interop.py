@@ -39,21 +39,29 @@ def _check(shape: tuple[int, ...], dtype_kind: str, dtype: Any, expected: tuple[
         raise ValueError(f"actions: expected shape {tuple(expected)} (num_envs, act_dim); got {tuple(shape)}")
 
 
-def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.Array:
+def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
     import torch
 
     kind = "b" if actions.dtype == torch.bool else ("c" if actions.is_complex() else
                                                      ("f" if actions.is_floating_point() else "i"))
     _check(tuple(actions.shape), kind, actions.dtype, expected)
     target = torch.device("cpu") if device.platform == "cpu" else torch.device("cuda", device.local_hardware_id or 0)
-    # DLPack needs a dense float32 tensor on the env's device; .to() and .contiguous() are no-ops when
-    # it already is one, so the common path copies nothing.
+    # A dense float32 tensor on the env's device; .to() and .contiguous() are no-ops when it already is one,
+    # so the common path copies nothing.
     actions = actions.detach().to(device=target, dtype=torch.float32).contiguous()
-    return jax.dlpack.from_dlpack(actions)
+    if device.platform == "cpu":
+        # JAX's CPU client takes a numpy view of the tensor's memory without copying, at a third of the
+        # per-step cost of importing the tensor through DLPack.
+        return jax.device_put(actions.numpy(), device)
+    return jax.device_put(jax.dlpack.from_dlpack(actions), device)  # DLPack syncs torch's stream with JAX's
 
 
 def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.Array:
-    """Validate an action batch and return it as a float32 JAX array on ``device``.
+    """Validate an action batch and return it as a float32 JAX array committed to ``device``.
+
+    No copy where the data already is dense float32 on that device (a CPU tensor or numpy array is
+    aliased by JAX's CPU client; a CUDA tensor arrives through DLPack). Always committed to ``device``,
+    so every kind of input reuses one compiled step.
 
     Raises:
         TypeError: not an array, or not real numeric (bool, complex, strings, objects).
@@ -66,7 +74,7 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.
         _check(actions.shape, actions.dtype.kind, actions.dtype, expected)
         if actions.dtype != jnp.float32:
             actions = actions.astype(jnp.float32)
-        return actions if device in actions.devices() else jax.device_put(actions, device)
+        return jax.device_put(actions, device)
     if isinstance(actions, (str, bytes, Mapping)) or actions is None:
         raise TypeError(f"actions: expected a torch tensor, numpy or JAX array; got {type(actions).__name__}")
     try:

@@ -40,12 +40,29 @@ def test_modes_agree(short_env, numpy_env, jax_env):
 
 
 def test_torch_actions_reach_jax_without_a_copy():
+    cpu = jax.devices("cpu")[0]
     actions = torch.rand(NUM_ENVS, 3)
-    as_jax = actions_to_jax(actions, (NUM_ENVS, 3), jax.devices("cpu")[0])
-    assert as_jax.unsafe_buffer_pointer() == actions.data_ptr()
+    assert actions_to_jax(actions, (NUM_ENVS, 3), cpu).unsafe_buffer_pointer() == actions.data_ptr()
     non_contiguous = torch.rand(3, NUM_ENVS).T  # strided tensors must be made dense first
-    np.testing.assert_array_equal(np.asarray(actions_to_jax(non_contiguous, (NUM_ENVS, 3), jax.devices("cpu")[0])),
+    np.testing.assert_array_equal(np.asarray(actions_to_jax(non_contiguous, (NUM_ENVS, 3), cpu)),
                                   non_contiguous.numpy())
+
+
+def test_mixed_action_types_share_one_compilation(short_env):
+    import jax.monitoring
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, secs, **kw: compiles.append(name) if "backend_compile" in name else None)
+    batches = [np.zeros((NUM_ENVS, 1)), jax.numpy.zeros((NUM_ENVS, 1)),
+               jax.device_put(np.zeros((NUM_ENVS, 1)), jax.devices("cpu")[0]),
+               torch.zeros(NUM_ENVS, 1, dtype=torch.float64)]
+    short_env.reset(seed=0)
+    short_env.step(torch.zeros(NUM_ENVS, 1))
+    compiles.clear()  # whatever making the batches and the fixture's first use compiled
+    for actions in batches:
+        short_env.step(actions)
+    assert compiles == [] and short_env.trace_counts["step"] == 1
 
 
 def test_torch_outputs_share_jax_buffers():

@@ -50,18 +50,18 @@ def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
     # so the common path copies nothing.
     actions = actions.detach().to(device=target, dtype=torch.float32).contiguous()
     if device.platform == "cpu":
-        # JAX's CPU client takes a numpy view of the tensor's memory without copying, at a third of the
-        # per-step cost of importing the tensor through DLPack.
-        return jax.device_put(actions.numpy(), device)
+        # A numpy view of the tensor's memory: the jitted step takes host arrays in its C++ fast path
+        # (aliasing, not copying, on CPU), far cheaper per step than a DLPack import or a device_put.
+        return actions.numpy()
     return jax.device_put(jax.dlpack.from_dlpack(actions), device)  # DLPack syncs torch's stream with JAX's
 
 
-def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.Array:
-    """Validate an action batch and return it as a float32 JAX array committed to ``device``.
+def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
+    """Validate an action batch and return float32 data for the jitted step on ``device``.
 
-    No copy where the data already is dense float32 on that device (a CPU tensor or numpy array is
-    aliased by JAX's CPU client; a CUDA tensor arrives through DLPack). Always committed to ``device``,
-    so every kind of input reuses one compiled step.
+    No copy where the data already is dense float32: host data bound for a CPU device stays a numpy
+    array (a view of a CPU tensor's memory), which the jitted call takes in its C++ fast path; a CUDA
+    tensor arrives through DLPack; a JAX array on ``device`` is passed as is.
 
     Raises:
         TypeError: not an array, or not real numeric (bool, complex, strings, objects).
@@ -74,7 +74,7 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.
         _check(actions.shape, actions.dtype.kind, actions.dtype, expected)
         if actions.dtype != jnp.float32:
             actions = actions.astype(jnp.float32)
-        return jax.device_put(actions, device)
+        return actions if actions.devices() == {device} else jax.device_put(actions, device)
     if isinstance(actions, (str, bytes, Mapping)) or actions is None:
         raise TypeError(f"actions: expected a torch tensor, numpy or JAX array; got {type(actions).__name__}")
     try:
@@ -83,7 +83,8 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> jax.
         raise TypeError(f"actions: expected an array of shape {tuple(expected)}; got an unconvertible "
                         f"{type(actions).__name__}: {err}") from err
     _check(host.shape, host.dtype.kind, host.dtype, expected)
-    return jax.device_put(np.ascontiguousarray(host, dtype=np.float32), device)
+    host = np.ascontiguousarray(host, dtype=np.float32)
+    return host if device.platform == "cpu" else jax.device_put(host, device)
 
 
 def export(tree: Any, array_type: str) -> Any:

@@ -186,7 +186,11 @@ class PlaygroundVectorEnv(VectorEnv):
 
         self._reset_jit = jax.jit(counted("reset", reset_fn))
         # The packed carry is private (never handed out), so its buffers can be reused for the next one.
-        self._step_jit = jax.jit(counted("step", step_fn), donate_argnums=0)
+        # Everything lives on one device: pinning the shardings lets host actions (numpy views of CPU
+        # tensors, passed without a device_put) and committed or uncommitted JAX arrays share one executable.
+        on_device = jax.sharding.SingleDeviceSharding(self.jax_device)
+        self._step_jit = jax.jit(counted("step", step_fn), donate_argnums=0, in_shardings=on_device,
+                                 out_shardings=on_device)
         self._env_state_jit = jax.jit(env_state_fn)
         self._carry: Any = None
         self._first: Any = None

@@ -42,7 +42,9 @@ def test_modes_agree(short_env, numpy_env, jax_env):
 def test_torch_actions_reach_jax_without_a_copy():
     cpu = jax.devices("cpu")[0]
     actions = torch.rand(NUM_ENVS, 3)
-    assert actions_to_jax(actions, (NUM_ENVS, 3), cpu).unsafe_buffer_pointer() == actions.data_ptr()
+    handed = actions_to_jax(actions, (NUM_ENVS, 3), cpu)
+    assert handed.ctypes.data == actions.data_ptr()  # a view of the tensor's memory...
+    assert jax.device_put(handed, cpu).unsafe_buffer_pointer() == actions.data_ptr()  # ...which JAX uses as is
     non_contiguous = torch.rand(3, NUM_ENVS).T  # strided tensors must be made dense first
     np.testing.assert_array_equal(np.asarray(actions_to_jax(non_contiguous, (NUM_ENVS, 3), cpu)),
                                   non_contiguous.numpy())

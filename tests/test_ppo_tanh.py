@@ -3,10 +3,8 @@ in-process, end-to-end runs as subprocesses (CPU)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,38 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "cleanrl_ppo" / "ppo_tanh.py"
+from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer
 
-# A tiny run: batch 16 x 64 = 1024 steps, 4 updates, 100-step episodes so that episodes (and truncations) happen.
-TINY = ["--env-id", "playground/CartpoleBalance", "--seed", "3", "--total-timesteps", "4096", "--num-envs", "16",
-        "--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "2", "--episode-length", "100",
-        "--num-eval-envs", "4", "--eval-interval", "2", "--checkpoint-interval", "2", "--save-model"]
-SUMMARY_FIELDS = {"env_id", "env_steps", "wall_time_s", "sps", "final_eval_return", "strength", "final_strength",
-                  "total_reward_ma", "random_policy_return", "eval_history", "nan_skipped_updates", "args"}
-
-
-def load_module():
-    spec = importlib.util.spec_from_file_location("ppo_tanh", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ppo_tanh"] = module  # tyro reads field docstrings through the module's source
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = TRAINERS / "ppo_tanh.py"
 
 
 @pytest.fixture(scope="module")
 def ppo():
-    return load_module()
+    return load_trainer("ppo_tanh")
 
 
-def run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def run_dirs(runs: Path) -> list[Path]:
-    return sorted(p for p in runs.iterdir() if p.is_dir())
+def run(args: list[str], cwd: Path, timeout: float = 300):
+    return run_trainer(SCRIPT, args, cwd, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +204,7 @@ def test_gae_is_ppo_continuous_gae(ppo):
     import inspect
 
     source = inspect.getsource(ppo.compute_gae_truncation)
-    assert source in (ROOT / "cleanrl_ppo" / "ppo_continuous.py").read_text()
+    assert source in (TRAINERS / "ppo_continuous.py").read_text()
 
 
 # --- the command line and end-to-end runs (as for ppo_continuous) ---------------------------------------------------

@@ -1,0 +1,38 @@
+"""What the trainer tests share: a tiny run's flags, the summary fields, loading and running a trainer script."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+TRAINERS = Path(__file__).resolve().parents[1] / "cleanrl_ppo"
+
+# A tiny run: batch 16 x 64 = 1024 steps, 4 updates, 100-step episodes so that episodes (and truncations) happen.
+TINY = ["--env-id", "playground/CartpoleBalance", "--seed", "3", "--total-timesteps", "4096", "--num-envs", "16",
+        "--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "2", "--episode-length", "100",
+        "--num-eval-envs", "4", "--eval-interval", "2", "--checkpoint-interval", "2", "--save-model"]
+SUMMARY_FIELDS = {"env_id", "env_steps", "wall_time_s", "sps", "final_eval_return", "strength", "final_strength",
+                  "total_reward_ma", "random_policy_return", "eval_history", "nan_skipped_updates", "args"}
+
+
+def load_trainer(name: str) -> ModuleType:
+    """Import cleanrl_ppo/<name>.py as module ``name`` (its main() does not run)."""
+    spec = importlib.util.spec_from_file_location(name, TRAINERS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # tyro reads field docstrings through the module's source
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_trainer(script: Path, args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    return sorted(p for p in runs.iterdir() if p.is_dir())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -95,6 +93,7 @@ def test_menagerie_env_var_to_missing_folder_raises(monkeypatch, tmp_path):
         loading.ensure_menagerie()
 
 
+@pytest.mark.timeout(120)  # "promptly": a hang fails the test instead of the suite
 def test_menagerie_unclonable_raises_promptly_and_leaves_nothing(monkeypatch, tmp_path):
     from etils import epath
     from mujoco_playground._src import mjx_env
@@ -103,10 +102,8 @@ def test_menagerie_unclonable_raises_promptly_and_leaves_nothing(monkeypatch, tm
     target = tmp_path / "external_deps" / "mujoco_menagerie"
     monkeypatch.setattr(mjx_env, "MENAGERIE_PATH", epath.Path(str(target)))
     monkeypatch.setattr(loading, "MENAGERIE_URL", str(tmp_path / "no-such-repo"))
-    start = time.monotonic()
     with pytest.raises(playground_gym.MenagerieUnavailableError, match="git clone.*failed"):
         playground_gym.make_vec("Go1JoystickFlatTerrain", 2, device="cpu")
-    assert time.monotonic() - start < 30
     assert not target.exists()
 
 

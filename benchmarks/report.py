@@ -1,0 +1,363 @@
+"""Aggregate trainer run folders into a markdown table and learning-curve plots.
+
+    python benchmarks/report.py RUN_ROOT_OR_FOLDER [...] --out DIR
+
+Every folder under the given paths that holds a ``summary.json`` (as written by the cleanrl_ppo trainers) is one
+run. Runs are grouped by (env_id, exp_name); for each group the report gives the number of seeds and the mean ± sample
+standard deviation (ddof=1; a single seed shows its value alone) over seeds of final eval return, strength,
+final_strength, total_reward_ma, SPS and wall time, next to the reference scores of
+``benchmarks/data/reference_scores.json`` (whose ``_sources`` say where each column comes from and what it measures).
+
+Outputs: ``DIR/report.md`` and ``DIR/plots/<env>.png``: the ``eval/episodic_return`` scalar of the TensorBoard event
+files against env steps, one colour per trainer, its mean over seeds as a line, min-max over seeds as a band, each
+seed as a thin line, and the random-policy return (from the summaries) dashed. A run without event files falls back
+to its summary's ``eval_history``. Failed runs recorded by benchmarks/campaign.py (``status/*.json`` in a given
+path, e.g. the campaign's --out folder, or ``--status DIR``) are listed with their reasons.
+
+Importing this module does not import JAX or playground_gym.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_REFERENCES",
+    "METRICS",
+    "Run",
+    "find_runs",
+    "group_runs",
+    "load_references",
+    "load_statuses",
+    "mean_std",
+    "read_curve",
+    "render_table",
+    "write_plots",
+    "write_report",
+    "main",
+]
+
+DEFAULT_REFERENCES = Path(__file__).resolve().parent / "data" / "reference_scores.json"
+EVAL_TAG = "eval/episodic_return"
+# (summary.json key, column header, format of one number)
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("final_eval_return", "final eval return", "{:.1f}"),
+    ("strength", "strength", "{:.1f}"),
+    ("final_strength", "final_strength", "{:.1f}"),
+    ("total_reward_ma", "total_reward_ma", "{:.1f}"),
+    ("sps", "SPS", "{:.0f}"),
+    ("wall_time_s", "wall time (s)", "{:.0f}"),
+)
+DASH = "\u2014"
+
+
+@dataclass
+class Run:
+    """One run folder and its summary."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def env_id(self) -> str:
+        return str(self.summary.get("env_id") or self.summary.get("args", {}).get("env_id") or "?")
+
+    @property
+    def exp_name(self) -> str:
+        return str(self.summary.get("exp_name") or self.summary.get("args", {}).get("exp_name") or "?")
+
+    @property
+    def seed(self) -> Any:
+        return self.summary.get("seed", self.summary.get("args", {}).get("seed"))
+
+
+@dataclass
+class Group:
+    env_id: str
+    exp_name: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """Every folder at or under ``paths`` holding a readable summary.json (a summary.json path also counts).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    runs: dict[Path, Run] = {}
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise FileNotFoundError(f"no such run folder or root: {str(p)!r}")
+        candidates = [p] if p.is_file() and p.name == "summary.json" else sorted(p.rglob("summary.json"))
+        for s in candidates:
+            try:
+                summary = json.loads(s.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"report.py: warning: skipping unreadable {s}: {e}", file=sys.stderr)
+                continue
+            if isinstance(summary, dict):
+                runs[s.parent.resolve()] = Run(s.parent, summary)
+    return sorted(runs.values(), key=lambda r: (r.env_id, r.exp_name, _seed_key(r.seed), str(r.path)))
+
+
+def _seed_key(seed: Any) -> tuple[int, float, str]:
+    return (0, float(seed), "") if isinstance(seed, (int, float)) else (1, 0.0, str(seed))
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Runs grouped by (env_id, exp_name), sorted by env then trainer."""
+    groups: dict[tuple[str, str], Group] = {}
+    for run in runs:
+        groups.setdefault((run.env_id, run.exp_name), Group(run.env_id, run.exp_name)).runs.append(run)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    out = []
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+    return out
+
+
+def mean_std(values: Iterable[Any]) -> tuple[float, float | None, int] | None:
+    """(mean, sample std or None for one value, count) of the finite numbers in ``values``; None if there are none."""
+    xs = _finite(values)
+    if not xs:
+        return None
+    arr = np.asarray(xs, dtype=float)
+    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None), len(arr)
+
+
+def _fmt(stat: tuple[float, float | None, int] | None, fmt: str, n_runs: int) -> str:
+    if stat is None:
+        return DASH
+    mean, std, n = stat
+    text = fmt.format(mean) if std is None else f"{fmt.format(mean)} ± {fmt.format(std)}"
+    return text if n == n_runs else f"{text} (n={n})"
+
+
+def load_references(path: str | Path | None = DEFAULT_REFERENCES) -> dict[str, Any]:
+    """The reference-score file; an empty table if ``path`` is None or missing."""
+    if path is None or not Path(path).is_file():
+        return {"_sources": {}}
+    return json.loads(Path(path).read_text())
+
+
+def _reference(refs: dict[str, Any], source: str, env_id: str) -> str:
+    entry = refs.get(source, {}).get(env_id)
+    if entry is None:
+        return DASH
+    value = entry.get("value") if isinstance(entry, dict) else entry
+    return DASH if value is None else f"{float(value):.1f}"
+
+
+def load_statuses(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Status records (``*.json`` written by campaign.py) in ``dirs``; missing folders are ignored."""
+    out = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.json")):
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def render_table(groups: Sequence[Group], refs: dict[str, Any]) -> str:
+    """The markdown table: one row per (env, trainer)."""
+    header = ["env", "trainer", "seeds"] + [h for _, h, _ in METRICS] + ["SLM-Lab PPO (ref)", "Playground paper (ref)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for g in groups:
+        seeds = sorted({r.seed for r in g.runs}, key=_seed_key)
+        cells = [g.env_id, g.exp_name, f"{len(g.runs)} ({', '.join(map(str, seeds))})"]
+        for key, _, fmt in METRICS:
+            cells.append(_fmt(mean_std(r.summary.get(key) for r in g.runs), fmt, len(g.runs)))
+        cells += [_reference(refs, "slm_lab", g.env_id), _reference(refs, "playground_paper", g.env_id)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_curve(run: Run, tag: str = EVAL_TAG) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, values) of ``tag`` from the run's TensorBoard event files, else from summary eval_history."""
+    if any(run.path.glob("events.out.tfevents.*")):
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run.path), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            by_step = {e.step: e.value for e in acc.Scalars(tag)}  # a resumed run may repeat a step: last one wins
+            steps = np.array(sorted(by_step), dtype=float)
+            return steps, np.array([by_step[s] for s in sorted(by_step)], dtype=float)
+    hist = run.summary.get("eval_history") or []
+    steps = np.array([h["step"] for h in hist], dtype=float)
+    return steps, np.array([h["return"] for h in hist], dtype=float)
+
+
+def _mean_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds on the union of steps within the range all seeds cover (linear interpolation)."""
+    curves = [(s, v) for s, v in curves if len(s)]
+    lo = max(s[0] for s, _ in curves)
+    hi = min(s[-1] for s, _ in curves)
+    grid = np.unique(np.concatenate([s for s, _ in curves]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    if not len(grid):
+        grid = curves[0][0]
+    ys = np.stack([np.interp(grid, s, v) for s, v in curves])
+    return grid, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def write_plots(groups: Sequence[Group], out_dir: str | Path) -> list[Path]:
+    """One PNG per env in ``out_dir`` (all trainers and seeds); returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_env: dict[str, list[Group]] = {}
+    for g in groups:
+        by_env.setdefault(g.env_id, []).append(g)
+    written = []
+    for env_id, env_groups in by_env.items():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        baselines = []
+        drew = False
+        for i, g in enumerate(env_groups):
+            color = colors[i % len(colors)]
+            curves = [read_curve(r) for r in g.runs]
+            curves = [(s, v) for s, v in curves if len(s)]
+            baselines += _finite(r.summary.get("random_policy_return") for r in g.runs)
+            if not curves:
+                continue
+            drew = True
+            for s, v in curves:
+                ax.plot(s, v, color=color, alpha=0.3, linewidth=0.8)
+            grid, mean, lo, hi = _mean_band(curves)
+            ax.plot(grid, mean, color=color, linewidth=2, marker="o", markersize=3,
+                    label=f"{g.exp_name} (mean of {len(curves)})")
+            if len(curves) > 1:
+                ax.fill_between(grid, lo, hi, color=color, alpha=0.15)
+        if baselines:
+            ax.axhline(float(np.mean(baselines)), color="gray", linestyle="--", linewidth=1, label="random policy")
+        if not drew:
+            ax.text(0.5, 0.5, "no eval/episodic_return data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{env_id}: evaluation return (band = min-max over seeds)")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval episodic return")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{env_id}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _sources_text(refs: dict[str, Any]) -> str:
+    lines = []
+    names = {"slm_lab": "SLM-Lab PPO (ref)", "playground_paper": "Playground paper (ref)"}
+    for key, src in refs.get("_sources", {}).items():
+        if not isinstance(src, dict):
+            continue
+        parts = [f"**{names.get(key, key)}**: {src.get('title', key)}"]
+        if src.get("url"):
+            parts.append(f"<{src['url']}>")
+        if src.get("measures"):
+            parts.append(f"Measures: {src['measures'].rstrip('.')}.")
+        if src.get("transcribed"):
+            parts.append(f"Transcribed: {src['transcribed'].rstrip('.')}.")
+        lines.append("- " + " ".join(parts))
+    return "\n".join(lines) if lines else "- (no reference file)"
+
+
+def write_report(paths: Sequence[str | Path], out: str | Path, references: str | Path | None = DEFAULT_REFERENCES,
+                 status_dirs: Sequence[str | Path] = (), title: str = "Benchmark report",
+                 notes: Sequence[str] = ()) -> Path:
+    """Write ``out/report.md`` and ``out/plots/<env>.png`` for the runs under ``paths``; returns the report path.
+
+    ``status_dirs``: folders of campaign status records; ``<path>/status`` of each given path is also read.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(paths)
+    groups = group_runs(runs)
+    refs = load_references(references)
+    dirs = list(status_dirs) + [Path(p) / "status" for p in paths]
+    seen, statuses = set(), []
+    for rec in load_statuses(dict.fromkeys(Path(d).resolve() for d in dirs)):
+        key = rec.get("key") or json.dumps(rec, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            statuses.append(rec)
+    failed = [s for s in statuses if s.get("status") not in ("ok", "completed")]
+    plots = write_plots(groups, out / "plots")
+
+    md = [f"# {title}", ""]
+    md += [f"{len(runs)} completed runs in {len(groups)} (env, trainer) groups, read from: "
+           + ", ".join(f"`{p}`" for p in paths) + ".", ""]
+    md += list(notes) + ([""] if notes else [])
+    md += ["Each cell: mean ± sample std (ddof=1) over seeds (one seed: its value; `(n=k)`: only k seeds had the "
+           "value). strength = mean eval return over the run minus the random-policy return; final_strength = final "
+           "eval return minus it; total_reward_ma = mean of the last 100 evaluations (see the trainers). "
+           f"References are other setups' scores at other budgets, for orientation only; {DASH} = none.", ""]
+    md += [render_table(groups, refs) if groups else "_No completed runs (no summary.json found)._", ""]
+    md += ["## Reference sources", "", _sources_text(refs), ""]
+    if failed:
+        md += ["## Failed runs", "", "| run | status | exit code | reason | log |", "|---|---|---|---|---|"]
+        for s in failed:
+            reason = str(s.get("reason", "")).replace("|", "\\|").replace("\n", " ")
+            md.append(f"| {s.get('key', '?')} | {s.get('status')} | {s.get('returncode')} | {reason} | "
+                      f"`{s.get('log', '')}` |")
+        md.append("")
+    if plots:
+        md += ["## Learning curves", ""]
+        for p in plots:
+            md += [f"### {p.stem}", "", f"![{p.stem}](plots/{p.name})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="report.py", description=__doc__.split("\n\n")[0] + " Writes OUT/report.md and OUT/plots/<env>.png.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="run folders, or roots searched recursively for summary.json")
+    parser.add_argument("--out", required=True, help="output folder for report.md and plots/")
+    parser.add_argument("--references", default=str(DEFAULT_REFERENCES),
+                        help="reference-score JSON (default: %(default)s); 'none' for no references")
+    parser.add_argument("--status", action="append", default=[],
+                        help="folder of campaign status records to list failures from (repeatable)")
+    parser.add_argument("--title", default="Benchmark report")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.paths, args.out, None if args.references == "none" else args.references,
+                            args.status, args.title)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""benchmark.sh, benchmarks/campaign.py and benchmarks/report.py: planning, presets, resumability, failure isolation,
+Ctrl-C, SLURM scripts and the aggregated table and plots. No JAX runs here: trainers are tiny fake scripts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK_SH = ROOT / "benchmark.sh"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+campaign = _load("campaign")
+report = _load("report")
+
+# A fake trainer: writes a run folder with summary.json into --runs-dir (eval return = step / 1000 + seed).
+GOOD = textwrap.dedent('''
+    import argparse, json, os
+    p = argparse.ArgumentParser()
+    for f in ("--env-id", "--runs-dir", "--exp-name"):
+        p.add_argument(f)
+    for f in ("--seed", "--total-timesteps", "--torch-threads"):
+        p.add_argument(f, type=int)
+    a = p.parse_args()
+    name = a.exp_name or os.path.basename(__file__)[:-3]
+    run = os.path.join(a.runs_dir, f"{a.env_id}__{name}__{a.seed}__0")
+    os.makedirs(run, exist_ok=True)
+    hist = [{"step": s, "wall_time": 1.0, "return": s / 1000 + a.seed} for s in (1024, 2048, 4096)]
+    summary = {"env_id": a.env_id, "exp_name": name, "seed": a.seed, "env_steps": 4096, "wall_time_s": 2.0,
+               "sps": 2048, "final_eval_return": hist[-1]["return"], "strength": 1.0, "final_strength": 2.0,
+               "total_reward_ma": 3.0, "random_policy_return": 0.5, "eval_history": hist, "args": vars(a)}
+    json.dump(summary, open(os.path.join(run, "summary.json"), "w"))
+    print("fake trainer done")
+''')
+BAD = GOOD.replace('a = p.parse_args()', 'a = p.parse_args()\nimport sys\nprint("boom: simulated crash", '
+                                         'file=sys.stderr)\nsys.exit(1)')
+SLOW = GOOD.replace('a = p.parse_args()', 'a = p.parse_args()\nimport time\n'
+                                          'open(os.path.join(os.environ["PIDS_DIR"], str(os.getpid())), "w").close()\n'
+                                          'time.sleep(120)')
+
+
+@pytest.fixture
+def scripts_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "trainers"
+    d.mkdir()
+    for name, text in (("good", GOOD), ("bad", BAD), ("slow", SLOW)):
+        (d / f"{name}.py").write_text(text)
+    return d
+
+
+def sh(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BENCHMARK_SH), *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env=dict(os.environ, PYTHON=sys.executable, **(env or {})))
+
+
+def dry(capsys, *args: str) -> tuple[int, list[str], str]:
+    rc = campaign.main(["--dry-run", *args])
+    out, err = capsys.readouterr()
+    return rc, [ln for ln in out.splitlines() if ln.strip()], err
+
+
+# ------------------------------------------------------------------------------------------------ campaign
+
+
+def test_dm_control_list_matches_playground():
+    import playground_gym
+
+    assert list(campaign.DM_CONTROL_ENVS) == playground_gym.list_envs("dm_control_suite")
+
+
+def test_help_lists_presets():
+    r = sh("--help")
+    assert r.returncode == 0, r.stderr
+    for word in ("--preset", "smoke", "cpu", "paper", "--dry-run", "--slurm", "--workers", "4096", "100000000"):
+        assert word in r.stdout
+    assert os.access(BENCHMARK_SH, os.X_OK)
+    assert BENCHMARK_SH.read_text().startswith("#!/usr/bin/env bash\n")
+
+
+def test_dry_run_smoke_through_benchmark_sh(tmp_path):
+    r = sh("--preset", "smoke", "--dry-run", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 25 * 3  # every DM Control env x the three default trainers, one seed
+    assert {ln.split("--env-id ")[1].split()[0] for ln in lines} == set(campaign.DM_CONTROL_ENVS)
+    assert all("--total-timesteps 4096" in ln and "--torch-threads 1" in ln for ln in lines)
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("preset,expected", [("smoke", 25 * 3 * 1), ("cpu", 4 * 3 * 2)])
+def test_dry_run_presets(capsys, tmp_path, preset, expected):
+    rc, lines, _ = dry(capsys, "--preset", preset, "--scripts", "ppo_continuous,ppo_tanh,ppo_multiunroll",
+                       "--out", str(tmp_path))
+    assert rc == 0 and len(lines) == expected
+    flags = campaign.PRESET_FLAGS[preset]
+    for ln in lines:
+        script = Path(ln.split()[1]).stem
+        assert " ".join(flags[script]) in ln
+
+
+def test_dry_run_paper_skips_menagerie_envs_with_reason(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_GYM_MENAGERIE_PATH", str(tmp_path / "no_menagerie"))
+    rc, lines, err = dry(capsys, "--preset", "paper", "--out", str(tmp_path))
+    assert rc == 0 and len(lines) == 25 * 3 * 4
+    assert "skipped 19 locomotion envs" in err and "skipped 10 manipulation envs" in err
+    assert "is not a directory" in err
+    assert all("--total-timesteps 100000000" in ln for ln in lines)
+    # the CleanRL-style trainers get 2048 envs from the preset; ppo_multiunroll from its official Brax config
+    assert all(("--preset official" if "ppo_multiunroll" in ln else "--num-envs 2048") in ln for ln in lines)
+
+
+def test_overrides_and_extra_flags(capsys, tmp_path):
+    rc, lines, _ = dry(capsys, "--envs", "playground/CartpoleBalance,pointmass", "--seeds", "2",
+                       "--scripts", "ppo_continuous", "--total-timesteps", "8192", "--out", str(tmp_path),
+                       "--", "--learning-rate", "3e-4")
+    assert rc == 0 and len(lines) == 4
+    for ln in lines:
+        assert ln.count("--total-timesteps") == 1 and "--total-timesteps 8192" in ln
+        assert ln.endswith("--learning-rate 3e-4")
+    # seed-major, then trainer, then env: the first pass over the envs fills the compile cache for the rest
+    assert [re.search(r"--env-id (\S+) --seed (\d)", ln).groups() for ln in lines] == [
+        ("CartpoleBalance", "1"), ("PointMass", "1"), ("CartpoleBalance", "2"), ("PointMass", "2")]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seeds", "0"], "--seeds must be >= 1; got 0"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--envs", "CartpoleBalanse"], "Did you mean 'CartpoleBalance'"),
+    (["--scripts", "ppo_tan"], "unknown trainer 'ppo_tan'"),
+    (["--", "--seed", "3"], "may not set --seed"),
+])
+def test_bad_input_exits_2(capsys, tmp_path, args, message):
+    with pytest.raises(SystemExit) as e:
+        campaign.main([*args, "--out", str(tmp_path), "--dry-run"])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_script_file_is_named(capsys, scripts_dir, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        campaign.main(["--scripts", "good,ppo_multiunroll", "--scripts-dir", str(scripts_dir), "--dry-run",
+                       "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert str(scripts_dir / "ppo_multiunroll.py") + " does not exist" in capsys.readouterr().err
+
+
+def test_flags_a_trainer_does_not_accept_fail_up_front(capsys, scripts_dir, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        campaign.main(["--scripts", "good", "--scripts-dir", str(scripts_dir), "--envs", "PointMass", "--out",
+                       str(tmp_path), "--", "--bogus-flag", "1"])
+    assert e.value.code == 2
+    assert "good.py does not accept --bogus-flag" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()  # nothing ran
+
+
+def test_resumable_dry_run_plans_only_incomplete(capsys, tmp_path):
+    args = ("--envs", "CartpoleBalance,PointMass", "--out", str(tmp_path))
+    _, first, _ = dry(capsys, *args)
+    assert len(first) == 6  # 2 envs x the 3 default trainers
+    for env, script in (("CartpoleBalance", "ppo_continuous"), ("PointMass", "ppo_tanh")):
+        run = tmp_path / "runs" / env / script / "seed1" / f"{env}__{script}__1__123"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text("{}")
+    (tmp_path / "runs" / "PointMass" / "ppo_continuous" / "seed1" / "partial_run").mkdir(parents=True)  # no summary
+    _, second, err = dry(capsys, *args)
+    done = [ln for ln in first if "CartpoleBalance/ppo_continuous" in ln or "PointMass/ppo_tanh" in ln]
+    assert len(done) == 2 and second == [ln for ln in first if ln not in done]
+    assert "2 complete (skipped), 4 to run" in err
+
+
+def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, tmp_path):
+    out = tmp_path / "out"
+    rc = campaign.main(["--scripts", "good,bad", "--scripts-dir", str(scripts_dir), "--envs",
+                        "CartpoleBalance,PointMass", "--seeds", "2", "--workers", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 1  # some runs failed, but the batch went on
+    statuses = {p.stem: json.loads(p.read_text()) for p in (out / "status").glob("*.json")}
+    assert len(statuses) == 8
+    for key, s in statuses.items():
+        if "__good__" in key:
+            assert s["status"] == "ok" and s["returncode"] == 0
+            assert campaign.is_complete(s["runs_dir"])
+        else:
+            assert s["status"] == "failed" and s["returncode"] == 1
+            assert "exit code 1" in s["reason"] and "boom: simulated crash" in s["reason"]
+            assert any("boom" in ln for ln in s["tail"])
+    log = (out / "logs" / "PointMass__bad__2.log").read_text()
+    assert log.startswith("# run PointMass__bad__2") and "# command: " in log and "boom" in log
+    assert "4 ok, 4 failed" in printed
+    md = (out / "report.md").read_text()
+    assert "| CartpoleBalance | good | 2 (1, 2) | 5.6 ± 0.7 |" in md  # final eval 5.096 and 6.096
+    assert "## Failed runs" in md and "PointMass__bad__1" in md and "boom: simulated crash" in md
+    assert (out / "plots" / "CartpoleBalance.png").stat().st_size > 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["runs"]) == 8
+
+    # resuming: completed runs are skipped, failed ones retried
+    _, lines, _ = dry(capsys, "--scripts", "good,bad", "--scripts-dir", str(scripts_dir), "--envs",
+                      "CartpoleBalance,PointMass", "--seeds", "2", "--out", str(out))
+    assert len(lines) == 4 and all("bad.py" in ln for ln in lines)
+
+
+def test_exit_0_without_summary_and_timeout_are_failures(capsys, scripts_dir, tmp_path):
+    (scripts_dir / "nosummary.py").write_text("import sys\nprint('ok but nothing written')\n")
+    rc = campaign.main(["--scripts", "nosummary", "--scripts-dir", str(scripts_dir), "--envs", "PointMass",
+                        "--out", str(tmp_path), "--skip-flag-check", "--no-report"])
+    assert rc == 1
+    s = json.loads((tmp_path / "status" / "PointMass__nosummary__1.json").read_text())
+    assert s["status"] == "failed" and "exited 0 but wrote no summary.json" in s["reason"]
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    os.environ["PIDS_DIR"] = str(pids)
+    try:
+        t0 = time.time()
+        rc = campaign.main(["--scripts", "slow", "--scripts-dir", str(scripts_dir), "--envs", "PointMass",
+                            "--out", str(tmp_path), "--timeout", "3", "--no-report"])
+    finally:
+        del os.environ["PIDS_DIR"]
+    assert rc == 1 and time.time() - t0 < 60
+    s = json.loads((tmp_path / "status" / "PointMass__slow__1.json").read_text())
+    assert s["status"] == "failed" and "timed out after 3 s" in s["reason"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_stops_children_and_exits_130(scripts_dir, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = dict(os.environ, PYTHON=sys.executable, PIDS_DIR=str(pids))
+    proc = subprocess.Popen([str(BENCHMARK_SH), "--scripts", "slow", "--scripts-dir", str(scripts_dir), "--envs",
+                             "CartpoleBalance,PointMass,ReacherEasy", "--workers", "2", "--out", str(tmp_path / "out"),
+                             "--skip-flag-check"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    children = [int(p.name) for p in pids.iterdir()]
+    assert len(children) == 2
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    time.sleep(0.5)
+    assert not any(_alive(pid) for pid in children)
+    statuses = [json.loads(p.read_text()) for p in (tmp_path / "out" / "status").glob("*.json")]
+    assert sorted(s["status"] for s in statuses) == ["interrupted", "interrupted"]
+    assert not (tmp_path / "out" / "runs" / "ReacherEasy").exists()  # the queued run never started
+    assert not list((tmp_path / "out" / "runs").rglob("summary.json"))
+
+
+def test_slurm_script_runs_a_task_like_the_local_runner(capsys, scripts_dir, tmp_path):
+    out = tmp_path / "out"
+    rc = campaign.main(["--scripts", "good,bad", "--scripts-dir", str(scripts_dir), "--envs", "PointMass",
+                        "--seeds", "2", "--workers", "3", "--out", str(out), "--slurm",
+                        "--sbatch-option=--time=01:00:00"])
+    assert rc == 0
+    sbatch = (out / "slurm" / "benchmark.sbatch").read_text()
+    assert "#SBATCH --array=0-3%3" in sbatch and "#SBATCH --time=01:00:00" in sbatch
+    commands = (out / "slurm" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 4
+    assert commands[0].startswith(f"PointMass__good__1\t{out}/runs/PointMass/good/seed1\t\"$PYTHON\" ")
+    assert subprocess.run(["bash", "-n", str(out / "slurm" / "benchmark.sbatch")]).returncode == 0
+    for task, expected_rc in ((0, 0), (1, 1)):  # good seed 1, bad seed 1 (seed-major order)
+        env = dict(os.environ, PYTHON=sys.executable, SLURM_ARRAY_TASK_ID=str(task))
+        r = subprocess.run(["bash", str(out / "slurm" / "benchmark.sbatch")], env=env, capture_output=True, text=True)
+        assert r.returncode == expected_rc, r.stderr
+    assert json.loads((out / "status" / "PointMass__good__1.json").read_text())["status"] == "ok"
+    bad = json.loads((out / "status" / "PointMass__bad__1.json").read_text())
+    assert bad["status"] == "failed" and "exit code 1" in bad["reason"]
+    assert "boom" in (out / "logs" / "PointMass__bad__1.log").read_text()
+    # the same report works on the cluster's output
+    md = report.write_report([out], out).read_text()
+    assert "| PointMass | good | 1 (1) |" in md and "PointMass__bad__1" in md
+    if shutil.which("sbatch") is None:
+        rc = campaign.main(["--scripts", "good", "--scripts-dir", str(scripts_dir), "--envs", "ReacherEasy",
+                            "--out", str(out), "--slurm", "--submit", "--skip-flag-check"])
+        assert rc == 1 and "sbatch not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _write_run(root: Path, env: str, trainer: str, seed: int, final: float, tb_returns: list[float]) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = root / env / trainer / f"{env}__{trainer}__{seed}__1700000000"
+    run.mkdir(parents=True)
+    steps = [1000 * (i + 1) for i in range(len(tb_returns))]
+    writer = SummaryWriter(str(run))
+    for step, value in zip(steps, tb_returns):
+        writer.add_scalar("eval/episodic_return", value, step)
+        writer.add_scalar("charts/SPS", 1000.0, step)
+    writer.close()
+    summary = {"env_id": env, "exp_name": trainer, "seed": seed, "env_steps": steps[-1],
+               "wall_time_s": 10.0 * seed, "sps": 100 * seed, "final_eval_return": final,
+               "strength": final - 50.0, "final_strength": final - 10.0, "total_reward_ma": final / 2,
+               "random_policy_return": 10.0, "eval_deterministic": True, "nan_skipped_updates": 0,
+               "eval_history": [{"step": 1, "wall_time": 0.0, "return": -1.0}], "args": {}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_report_on_synthetic_runs(tmp_path):
+    root = tmp_path / "runs"
+    finals = {("CartpoleBalance", "ppo_continuous"): (100.0, 200.0), ("CartpoleBalance", "ppo_tanh"): (300.0, 310.0),
+              ("PointMass", "ppo_continuous"): (5.0, 7.0), ("PointMass", "ppo_tanh"): (1.0, 2.0)}
+    for (env, trainer), values in finals.items():
+        for seed, final in enumerate(values, start=1):
+            _write_run(root, env, trainer, seed, final, [final / 4, final / 2, final])
+    (tmp_path / "not_a_run").mkdir()
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), str(root), "--out",
+                        str(tmp_path / "rep")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    rows = {tuple(c.strip() for c in ln.strip("|").split("|")[:2]): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| env")}
+    assert len(rows) == 4
+    row = rows[("CartpoleBalance", "ppo_continuous")]
+    std = np.std([100.0, 200.0], ddof=1)  # 70.7
+    assert row[2] == "2 (1, 2)"
+    assert row[3] == f"150.0 ± {std:.1f}"  # final eval return
+    assert row[4] == f"100.0 ± {std:.1f}"  # strength
+    assert row[5] == f"140.0 ± {std:.1f}"  # final_strength
+    assert row[6] == f"75.0 ± {std / 2:.1f}"  # total_reward_ma
+    assert row[7] == f"150 ± {np.std([100, 200], ddof=1):.0f}"  # SPS
+    assert row[8] == f"15 ± {np.std([10, 20], ddof=1):.0f}"  # wall time
+    refs = json.loads(report.DEFAULT_REFERENCES.read_text())
+    assert row[9] == f"{refs['slm_lab']['CartpoleBalance']['value']:.1f}"
+    assert row[10] == "\u2014"  # no verified Playground-paper number
+    assert rows[("PointMass", "ppo_tanh")][3] == f"1.5 ± {np.std([1.0, 2.0], ddof=1):.1f}"
+    for env in ("CartpoleBalance", "PointMass"):
+        png = tmp_path / "rep" / "plots" / f"{env}.png"
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](plots/{env}.png)" in md
+    assert "## Reference sources" in md and "SLM-Lab-doc" in md
+
+
+def test_curves_come_from_event_files(tmp_path):
+    run = _write_run(tmp_path, "PointMass", "t", 1, 9.0, [1.0, 4.0, 9.0])
+    steps, values = report.read_curve(report.find_runs([run])[0])
+    assert steps.tolist() == [1000, 2000, 3000] and values.tolist() == [1.0, 4.0, 9.0]  # not the summary's history
+    (run / next(p.name for p in run.iterdir() if p.name.startswith("events"))).unlink()
+    steps, values = report.read_curve(report.find_runs([run])[0])  # no events: summary eval_history
+    assert steps.tolist() == [1] and values.tolist() == [-1.0]
+
+
+def test_mean_std_and_missing_values():
+    assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2)), 2)
+    assert report.mean_std([4.0, None, float("nan")]) == (4.0, None, 1)
+    assert report.mean_std([None]) is None
+
+
+def test_reference_file_states_sources():
+    refs = json.loads(report.DEFAULT_REFERENCES.read_text())
+    assert set(refs["_sources"]) == {"slm_lab", "playground_paper"}
+    for src in refs["_sources"].values():
+        assert src["url"] and src["measures"] and src["transcribed"]
+    assert set(campaign.DM_CONTROL_ENVS) <= set(refs["slm_lab"])
+    assert refs["playground_paper"] == {}
+
+
+def test_report_cli_errors_on_missing_path(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), str(tmp_path / "nope"), "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no such run folder" in r.stderr

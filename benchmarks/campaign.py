@@ -126,10 +126,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset("dmc", 1, "4096 steps/run, all 25 DM Control envs x 1 seed; a run is its JIT compiles: "
-                              "~95 s on a 2-core CPU with 2 workers, ~55 s once the persistent compile cache holds "
-                              "the env (measured on CartpoleBalance/PointMass); 50 runs (2 trainers) with "
-                              "--workers 2: an estimated 30-45 min (bigger envs compile longer)"),
+    "smoke": Preset("dmc", 1, "4096 steps/run, all 25 DM Control envs x 1 seed; a run is its JIT compiles (23-165 s "
+                              "each): 75 runs (3 trainers) with --workers 2 took 42 min on a 2-core CPU "
+                              "(docs/benchmarks/smoke)"),
     "cpu": Preset("CartpoleBalance,PendulumSwingup,PointMass,ReacherEasy", 2,
                   "800k steps/run (ppo_multiunroll: 2M), 4 cheap envs x 2 seeds: ~2-5 min per run"),
     "paper": Preset("all", 4, "100M steps/run, every env x 4 seeds, 2048 envs: GPU scale (use --slurm)"),
@@ -574,7 +573,7 @@ def _epilog() -> str:
         "every run also gets: --env-id ENV --seed K --runs-dir OUT/runs/ENV/SCRIPT/seedK --torch-threads 1",
         "",
         "examples:",
-        "  ./benchmark.sh --preset smoke --workers 2                       # all 25 DM Control envs, 2 trainers",
+        "  ./benchmark.sh --preset smoke --workers 2                       # all 25 DM Control envs, 3 trainers",
         "  ./benchmark.sh --preset cpu --scripts ppo_continuous --seeds 5 -- --learning-rate 3e-4",
         "  ./benchmark.sh --preset paper --slurm --submit --sbatch-option=--gres=gpu:1 --sbatch-option=--time=12:00:00",
         "  python benchmarks/report.py OUT --out OUT                       # re-aggregate any run folders",

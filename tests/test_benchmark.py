@@ -257,7 +257,10 @@ def test_ctrl_c_stops_children_and_exits_130(scripts_dir, tmp_path):
     proc = subprocess.Popen([str(BENCHMARK_SH), "--scripts", "slow", "--scripts-dir", str(scripts_dir), "--envs",
                              "CartpoleBalance,PointMass,ReacherEasy", "--workers", "2", "--out", str(tmp_path / "out"),
                              "--skip-flag-check"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a shell that started pytest in the background leaves SIGINT ignored, and an ignored
+                            # signal stays ignored across exec: give the campaign a Ctrl-C as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while len(list(pids.iterdir())) < 2 and time.time() < deadline:
         time.sleep(0.2)

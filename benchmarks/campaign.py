@@ -73,7 +73,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCRIPTS_DIR = REPO / "cleanrl_ppo"
 KNOWN_SCRIPTS = ("ppo_continuous", "ppo_tanh", "ppo_multiunroll")
 DEFAULT_SCRIPTS = KNOWN_SCRIPTS
-MENAGERIE_ENV_VAR = "PLAYGROUND_GYM_MENAGERIE_PATH"  # = playground_gym.loading.MENAGERIE_ENV_VAR (not imported: slow)
 # playground_gym.list_envs("dm_control_suite"), kept here so that planning does not import JAX (~10 s);
 # tests/test_benchmark.py checks it against the installed Playground.
 DM_CONTROL_ENVS = (
@@ -160,20 +159,11 @@ class Task:
 
 
 def menagerie_status() -> tuple[bool, str]:
-    """Whether mujoco_menagerie is available without cloning it, and why not (mirrors loading.ensure_menagerie)."""
-    user = os.environ.get(MENAGERIE_ENV_VAR)
-    if user:
-        ok = Path(user).expanduser().is_dir()
-        return ok, "" if ok else f"{MENAGERIE_ENV_VAR}={user!r} is not a directory"
-    try:
-        from mujoco_playground._src import mjx_env
-    except ImportError as e:  # pragma: no cover - playground is a dependency
-        return False, f"mujoco_playground cannot be imported ({e})"
-    path = Path(str(mjx_env.MENAGERIE_PATH))
-    if path.is_dir() and any(path.iterdir()):
-        return True, ""
-    return False, (f"no checkout at {path} and {MENAGERIE_ENV_VAR} is not set (campaigns never clone it; set "
-                   f"{MENAGERIE_ENV_VAR}=/path/to/mujoco_menagerie)")
+    """Whether mujoco_menagerie is available without cloning it (campaigns never clone), and why not."""
+    from playground_gym.loading import find_menagerie
+
+    path, why = find_menagerie()
+    return path is not None, why and f"{why} (campaigns never clone it; set the variable to an existing checkout)"
 
 
 def _suite_envs(suite: str) -> list[str]:
@@ -224,10 +214,8 @@ def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
             from playground_gym.configs import resolve_env_id, suite_of
 
             name = resolve_env_id(name)
-        except ValueError as e:
-            close = difflib.get_close_matches(name, DM_CONTROL_ENVS, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close and "Did you mean" not in str(e) else ""
-            raise CampaignError(f"--envs: {e}{hint}") from None
+        except ValueError as e:  # its message already suggests close names among all 54 ids
+            raise CampaignError(f"--envs: {e}") from None
         if suite_of(name) != "dm_control_suite":
             ok, why = menagerie_status()
             if not ok:

@@ -23,7 +23,8 @@ from typing import Any
 
 from playground_gym.configs import resolve_env_id, suite_of
 
-__all__ = ["MENAGERIE_ENV_VAR", "MenagerieUnavailableError", "load_env", "resolve_impl", "ensure_menagerie"]
+__all__ = ["MENAGERIE_ENV_VAR", "MenagerieUnavailableError", "load_env", "resolve_impl", "find_menagerie",
+           "ensure_menagerie"]
 
 MENAGERIE_ENV_VAR = "PLAYGROUND_GYM_MENAGERIE_PATH"
 MENAGERIE_URL = "https://github.com/deepmind/mujoco_menagerie.git"
@@ -52,6 +53,27 @@ def _menagerie_missing(path: Path, why: str) -> MenagerieUnavailableError:
     )
 
 
+def find_menagerie() -> tuple[Path | None, str]:
+    """An existing mujoco_menagerie checkout, never cloning: ``(path, "")``, or ``(None, why not)``.
+
+    Looks where :func:`ensure_menagerie` does: ``$PLAYGROUND_GYM_MENAGERIE_PATH`` if set (it must be a folder), else
+    Playground's own folder (it must be non-empty).
+
+    Example:
+        >>> path, why = find_menagerie()  # (None, "no checkout at ... and PLAYGROUND_GYM_MENAGERIE_PATH is not set")
+    """
+    from mujoco_playground._src import mjx_env
+
+    user_path = os.environ.get(MENAGERIE_ENV_VAR)
+    if user_path:
+        path = Path(user_path).expanduser()
+        return (path, "") if path.is_dir() else (None, f"{MENAGERIE_ENV_VAR}={user_path!r} is not a directory")
+    path = Path(str(mjx_env.MENAGERIE_PATH))
+    if path.is_dir() and any(path.iterdir()):
+        return path, ""
+    return None, f"no checkout at {path} and {MENAGERIE_ENV_VAR} is not set"
+
+
 def ensure_menagerie(clone_timeout: float = CLONE_TIMEOUT_S) -> Path:
     """Make Playground's ``MENAGERIE_PATH`` point at a usable checkout, or raise promptly.
 
@@ -64,16 +86,15 @@ def ensure_menagerie(clone_timeout: float = CLONE_TIMEOUT_S) -> Path:
     from etils import epath
     from mujoco_playground._src import mjx_env
 
-    user_path = os.environ.get(MENAGERIE_ENV_VAR)
-    if user_path:
-        path = Path(user_path).expanduser()
-        if not path.is_dir():
-            raise _menagerie_missing(path, f"{MENAGERIE_ENV_VAR}={user_path!r} is not a directory")
-        mjx_env.MENAGERIE_PATH = epath.Path(str(path))
-        return path
+    found, why = find_menagerie()
+    if os.environ.get(MENAGERIE_ENV_VAR):
+        if found is None:
+            raise _menagerie_missing(Path(os.environ[MENAGERIE_ENV_VAR]).expanduser(), why)
+        mjx_env.MENAGERIE_PATH = epath.Path(str(found))
+        return found
+    if found is not None:
+        return found
     path = Path(str(mjx_env.MENAGERIE_PATH))
-    if path.is_dir() and any(path.iterdir()):
-        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer
+from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer, tiny_run_in
 
 SCRIPT = TRAINERS / "ppo_continuous.py"
 
@@ -27,11 +27,7 @@ def run(args: list[str], cwd: Path, timeout: float = 300):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("tiny")
-    result = run([*TINY, "--runs-dir", "runs"], cwd)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (run_dir,) = run_dirs(cwd / "runs")
-    return cwd, run_dir, result
+    return tiny_run_in(SCRIPT, TINY, tmp_path_factory.mktemp("tiny"))
 
 
 def test_import_has_no_side_effects(tmp_path):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_harness import SUMMARY_FIELDS, TINY_MULTIUNROLL, TRAINERS, load_trainer, run_dirs, run_trainer
+from trainer_harness import (SUMMARY_FIELDS, TINY_MULTIUNROLL, TRAINERS, load_trainer, run_dirs, run_trainer,
+                             tiny_run_in)
 
 SCRIPT = TRAINERS / "ppo_multiunroll.py"
 TINY = TINY_MULTIUNROLL
@@ -31,11 +32,7 @@ def run(args: list[str], cwd: Path, timeout: float = 300):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("tiny")
-    result = run([*TINY, "--runs-dir", "runs"], cwd)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (run_dir,) = run_dirs(cwd / "runs")
-    return cwd, run_dir, result
+    return tiny_run_in(SCRIPT, TINY, tmp_path_factory.mktemp("tiny"))
 
 
 # --- compute_gae against brax.training.agents.ppo.losses.compute_gae ------------------------------------------------

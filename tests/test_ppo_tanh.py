@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer
+from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer, tiny_run_in
 
 SCRIPT = TRAINERS / "ppo_tanh.py"
 
@@ -29,11 +29,7 @@ def run(args: list[str], cwd: Path, timeout: float = 300):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("tiny")
-    result = run([*TINY, "--runs-dir", "runs"], cwd)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (run_dir,) = run_dirs(cwd / "runs")
-    return cwd, run_dir, result
+    return tiny_run_in(SCRIPT, TINY, tmp_path_factory.mktemp("tiny"))
 
 
 # --- the distribution against brax.training.distribution.NormalTanhDistribution -------------------------------------

@@ -41,3 +41,11 @@ def run_trainer(script: Path, args: list[str], cwd: Path, timeout: float = 300) 
 
 def run_dirs(runs: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if p.is_dir())
+
+
+def tiny_run_in(script: Path, args: list[str], cwd: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """Run ``script`` once in ``cwd`` with ``args`` (writing to ``cwd/runs``); returns (cwd, its run folder, result)."""
+    result = run_trainer(script, [*args, "--runs-dir", "runs"], cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = run_dirs(cwd / "runs")
+    return cwd, run_dir, result

@@ -15,7 +15,7 @@ Presets (flags per script in PRESET_FLAGS below; --total-timesteps and extra fla
   (strength scores are unavailable: the random-policy baselines are for the official episode length).
 - ``cpu``: CartpoleBalance, PendulumSwingup, PointMass, ReacherEasy, 2 seeds; ppo_continuous/ppo_tanh at their
   defaults (800k steps, 64 envs x 256 steps, 8 minibatches x 10 epochs; CartpoleBalance reaches ~999 with
-  ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (2M steps, 128 envs).
+  ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (1.31M steps, 64 envs x 8 unrolls x 32 steps).
 - ``paper``: GPU scale as in SLM-Lab's published Playground campaign: all envs (DM Control, plus locomotion and
   manipulation when mujoco_menagerie is available), 4 seeds, 100M env steps per run; ppo_continuous/ppo_tanh with 2048
   envs x 480 steps per update (Brax's 1024 x 32 x 30 = 983,040 steps), 32 minibatches x 16 epochs, 128 eval envs;

@@ -113,7 +113,8 @@ def test_defaults_are_official_and_cpu_preset(ppo):
     assert sources["num_envs"] == "preset 'cpu'" and sources["num_minibatches"] == "user"
     assert (args.num_envs, args.batch_size, args.num_minibatches) == (ppo.CPU_PRESET["num_envs"],
                                                                        ppo.CPU_PRESET["batch_size"], 4)
-    assert args.unroll_length == 30 and args.gamma == 0.995
+    assert (args.unroll_length, args.reward_scaling) == (ppo.CPU_PRESET["unroll_length"], 0.1)
+    assert sources["reward_scaling"] == "preset 'cpu'" and args.gamma == 0.995  # not in the preset: official
 
 
 # --- the command line and end-to-end runs ------------------------------------------------------------------------

@@ -212,12 +212,13 @@ def test_forced_resets_and_same_seed_same_returns(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_cartpole_balance_rises_with_cpu_preset(tmp_path):
-    """The cpu preset lifts CartpoleBalance's deterministic eval return clearly above the random policy's (341.5)
-    within 32 updates (983040 steps; seed 1 measured 580 there). It does not solve the task at this scale (see the
-    README: neither does Brax's own trainer); wall time is reported in the README, not asserted."""
-    result = run(["--env-id", "CartpoleBalance", "--preset", "cpu", "--total-timesteps", "983040", "--eval-interval",
-                  "4", "--runs-dir", "runs"], tmp_path, timeout=1800)
+    """The cpu preset (1.31M steps) lifts CartpoleBalance's deterministic eval return well above the random policy's
+    (341.5) and its own start. Seed 1 measured 617 / 636 / 556 / 716 at 262k / 524k / 786k / 1.05M steps and then fell
+    to 282 (peer benchmark, 2 torch threads); other seeds reached 999 and 760-773, Brax's own trainer 1000 / 1000 / 447
+    (README). Wall time is reported in the README, not asserted."""
+    result = run(["--env-id", "CartpoleBalance", "--preset", "cpu", "--eval-interval", "8", "--runs-dir", "runs"],
+                 tmp_path, timeout=1800)
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = run_dirs(tmp_path / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert max(e["return"] for e in summary["eval_history"]) >= 450, summary["eval_history"]
+    assert max(e["return"] for e in summary["eval_history"]) >= 600, summary["eval_history"]

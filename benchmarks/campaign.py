@@ -129,7 +129,7 @@ PRESETS: dict[str, Preset] = {
                               "each): 75 runs (3 trainers) with --workers 2 took 42 min on a 2-core CPU "
                               "(docs/benchmarks/smoke)"),
     "cpu": Preset("CartpoleBalance,PendulumSwingup,PointMass,ReacherEasy", 2,
-                  "800k steps/run (ppo_multiunroll: 2M), 4 cheap envs x 2 seeds: ~2-5 min per run"),
+                  "800k steps/run (ppo_multiunroll: 1.31M), 4 cheap envs x 2 seeds: ~3-10 min per run at 2 workers"),
     "paper": Preset("all", 4, "100M steps/run, every env x 4 seeds, 2048 envs: GPU scale (use --slurm)"),
 }
 

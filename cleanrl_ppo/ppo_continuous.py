@@ -408,7 +408,7 @@ def main(argv=None, start_time=None):
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    torch.set_flush_denormal(True)  # as XLA on CPU: denormal gradients (saturated tanh) made backward ~10x slower
+    torch.set_flush_denormal(True)  # as XLA on CPU: denormal gradients made backward passes up to ~10x slower here
 
     # env setup: training envs and separate evaluation envs with their own seed
     env_kwargs = dict(device=args.device, episode_length=args.episode_length, action_repeat=args.action_repeat, quiet=True)

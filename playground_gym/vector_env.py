@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,34 @@ def _seed(value: Any) -> int:
     if not 0 <= int(value) < 2**63:
         raise ValueError(f"seed: expected 0 <= seed < 2**63; got {value}")
     return int(value)
+
+
+class _Compiled:
+    """A loaded env and its jitted batched functions, shareable by vector envs of identical settings."""
+
+    def __init__(self, mjx_env: Any, obs_struct: Any, reset_fn: Any, step_fn: Any, env_state_fn: Any,
+                 jax_device: Any) -> None:
+        self.mjx_env, self.obs_struct = mjx_env, obs_struct
+        self.trace_counts = {"reset": 0, "step": 0}
+
+        def counted(name: str, fn: Any) -> Any:
+            def traced(*args: Any) -> Any:
+                self.trace_counts[name] += 1  # runs only when JAX (re)traces, i.e. before a (re)compile
+                return fn(*args)
+            return traced
+
+        self.reset = jax.jit(counted("reset", reset_fn))
+        # The packed carry is private (never handed out), so its buffers can be reused for the next one.
+        # Everything lives on one device: pinning the shardings lets host actions (numpy views of CPU
+        # tensors, passed without a device_put) and committed or uncommitted JAX arrays share one executable.
+        on_device = jax.sharding.SingleDeviceSharding(jax_device)
+        self.step = jax.jit(counted("step", step_fn), donate_argnums=0, in_shardings=on_device,
+                            out_shardings=on_device)
+        self.env_state = jax.jit(env_state_fn)
+
+
+_SHARED: OrderedDict[tuple, _Compiled] = OrderedDict()  # least recently used first
+_SHARED_LIMIT = 8
 
 
 class PlaygroundVectorEnv(VectorEnv):
@@ -157,9 +186,24 @@ class PlaygroundVectorEnv(VectorEnv):
         self.impl = resolve_impl(impl, self.jax_device.platform)
         if custom_env is not None and config_overrides is not None:
             raise ValueError("config_overrides: only for Playground env names; configure an MjxEnv instance yourself")
-        with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
-            self.mjx_env = custom_env if custom_env is not None else load_env(self.env_id, self.impl, config_overrides)
-            obs_struct = jax.eval_shape(self.mjx_env.reset, jax.random.PRNGKey(0)).obs
+        spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
+        # Vector envs of identical settings (e.g. a trainer's training and evaluation envs) share the loaded env and
+        # its compiled functions: tracing and compiling an env step costs seconds.
+        share_key = (None if custom_env is not None or config_overrides else
+                     (self.env_id, self.impl, self.jax_device, spec, self.num_envs))
+        shared = _SHARED.get(share_key) if share_key else None
+        if shared is None:
+            with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
+                mjx_env = custom_env if custom_env is not None else load_env(self.env_id, self.impl, config_overrides)
+                obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
+            shared = _Compiled(mjx_env, obs_struct, *make_vector_functions(mjx_env, spec), self.jax_device)
+            if share_key:
+                _SHARED[share_key] = shared
+                while len(_SHARED) > _SHARED_LIMIT:
+                    _SHARED.popitem(last=False)
+        elif share_key:
+            _SHARED.move_to_end(share_key)
+        self.mjx_env, obs_struct = shared.mjx_env, shared.obs_struct
         self.obs_key = obs_key
         self.has_privileged_state = False
         if isinstance(obs_struct, Mapping):
@@ -174,24 +218,8 @@ class PlaygroundVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.action_space.seed(self._seed)
 
-        spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
-        reset_fn, step_fn, env_state_fn = make_vector_functions(self.mjx_env, spec)
-        self.trace_counts = {"reset": 0, "step": 0}
-
-        def counted(name: str, fn: Any) -> Any:
-            def traced(*args: Any) -> Any:
-                self.trace_counts[name] += 1  # runs only when JAX (re)traces, i.e. before a (re)compile
-                return fn(*args)
-            return traced
-
-        self._reset_jit = jax.jit(counted("reset", reset_fn))
-        # The packed carry is private (never handed out), so its buffers can be reused for the next one.
-        # Everything lives on one device: pinning the shardings lets host actions (numpy views of CPU
-        # tensors, passed without a device_put) and committed or uncommitted JAX arrays share one executable.
-        on_device = jax.sharding.SingleDeviceSharding(self.jax_device)
-        self._step_jit = jax.jit(counted("step", step_fn), donate_argnums=0, in_shardings=on_device,
-                                 out_shardings=on_device)
-        self._env_state_jit = jax.jit(env_state_fn)
+        self.trace_counts = shared.trace_counts  # shared with the vector envs that share the compiled functions
+        self._reset_jit, self._step_jit, self._env_state_jit = shared.reset, shared.step, shared.env_state
         self._carry: Any = None
         self._first: Any = None
         self.render_mode = render_mode

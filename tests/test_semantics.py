@@ -141,3 +141,24 @@ def test_step_before_reset_is_an_error():
     envs = playground_gym.make_vec("CartpoleBalance", 2, device="cpu")
     with pytest.raises(gym.error.ResetNeeded, match="reset"):
         envs.step(torch.zeros(2, 1))
+
+
+def test_envs_of_identical_settings_share_compiled_functions_not_state(short_env):
+    import playground_gym
+
+    twin = playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT,
+                                   reward_scale=2.0, seed=7)  # e.g. a trainer's evaluation envs
+    other = playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT + 1,
+                                    reward_scale=2.0)
+    assert twin._step_jit is short_env._step_jit and twin.mjx_env is short_env.mjx_env
+    assert other._step_jit is not short_env._step_jit
+    short_env.reset(seed=0)
+    twin.reset(seed=1)
+    stepped_a = short_env.step(torch.ones(NUM_ENVS, 1))[0]
+    stepped_b = twin.step(-torch.ones(NUM_ENVS, 1))[0]
+    again_a = short_env.step(torch.ones(NUM_ENVS, 1))[0]  # after the twin stepped: its own carry, untouched
+    short_env.reset(seed=0)
+    short_env.step(torch.ones(NUM_ENVS, 1))
+    torch.testing.assert_close(short_env.step(torch.ones(NUM_ENVS, 1))[0], again_a)
+    assert not torch.allclose(stepped_a, stepped_b)
+    assert short_env.trace_counts == twin.trace_counts == {"reset": 1, "step": 1}

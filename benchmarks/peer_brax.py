@@ -1,6 +1,6 @@
 """Brax's own PPO (`brax.training.agents.ppo.train`) against cleanrl_ppo/ppo_multiunroll.py, side by side.
 
-    python benchmarks/peer_brax.py --env-id CartpoleBalance --preset cpu --seeds 3 --eval-every 16 --num-eval-envs 64 \
+    python benchmarks/peer_brax.py --env-id CartpoleBalance --preset cpu --seeds 5 --eval-every 16 --num-eval-envs 64 \
         --trainer-arg=--torch-threads=2 --out docs/figures/peer_brax   # the README's figure and table
 
 Same env (Playground, impl="jax"), same hyperparameters (ppo_multiunroll's resolved --preset, handed to both), same

@@ -2,8 +2,8 @@
 
 Actions come in as torch tensors (any device), numpy arrays, JAX arrays or nested sequences; they are
 checked on metadata only (shape, dtype: no device sync) and handed to JAX without a copy where the
-device allows. Results go out as torch tensors on the JAX buffers (zero-copy, same device: numpy's view on
-CPU, DLPack on GPU), JAX arrays, or numpy copies.
+device allows. Results go out as torch tensors via ``torch.from_dlpack`` (zero-copy, same device), JAX
+arrays, or numpy copies.
 
 Example:
     >>> import numpy as np, jax
@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,24 +87,12 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
     return host if device.platform == "cpu" else jax.device_put(host, device)
 
 
-def _torch_from_cpu(x: Any) -> Any:
-    """A CPU JAX array as a torch tensor on its memory: numpy's zero-copy view, ~4x cheaper than JAX's DLPack export."""
-    import torch
-
-    # The view is read-only (JAX arrays are immutable); torch warns once that it cannot mark tensors read-only.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.asarray(x))
-
-
 def export(tree: Any, array_type: str) -> Any:
     """Convert a pytree of JAX arrays to the caller's array type (dicts stay dicts).
 
-    Torch tensors share the JAX buffers (zero-copy): on CPU through numpy's view of the buffer (the array
-    protocol; the same memory a DLPack export would hand over, at a quarter of the Python overhead), on GPU
-    through DLPack. On CPU either way waits until the computation that writes the buffer has finished
-    (torch CPU tensors have no stream to wait on), so exporting a step's results waits for that step. On
-    CUDA, torch passes its stream and JAX makes it wait on the device: no host sync.
+    In torch mode on CPU, DLPack hands over the buffer only once the computation that writes it has
+    finished (torch CPU tensors have no stream to wait on), so exporting a step's results waits for
+    that step. On CUDA, torch passes its stream and JAX makes it wait on the device: no host sync.
     """
     if array_type == "jax":
         return tree
@@ -113,8 +100,7 @@ def export(tree: Any, array_type: str) -> Any:
     if array_type == "torch":
         import torch
 
-        def convert(x: Any) -> Any:
-            return _torch_from_cpu(x) if x.platform() == "cpu" else torch.from_dlpack(x)
+        convert = torch.from_dlpack
     else:
         convert = np.array  # a copy: host arrays the caller (or a gymnasium wrapper) may write into
     exported: dict[int, Any] = {}  # one export per distinct array (the done mask appears under several keys)

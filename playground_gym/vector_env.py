@@ -101,7 +101,7 @@ class PlaygroundVectorEnv(VectorEnv):
         num_envs: number of parallel envs.
         device: ``None`` (JAX's GPU if any, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a torch or
             JAX device. A GPU without a JAX GPU backend is an error, never a silent CPU fallback.
-        array_type: ``"torch"`` (zero-copy tensors on ``device``), ``"jax"`` or ``"numpy"``.
+        array_type: ``"torch"`` (zero-copy DLPack tensors on ``device``), ``"jax"`` or ``"numpy"``.
         seed: seed of the first ``reset()`` that is given none.
         episode_length: physics control steps per episode; ``None`` = the official value.
         action_repeat: control steps per agent decision; ``None`` = the official value. The agent

@@ -1,4 +1,4 @@
-"""torch/jax/numpy array modes, zero-copy hand-over, and gymnasium's own vector wrappers in numpy mode."""
+"""torch/jax/numpy array modes, DLPack zero-copy, and gymnasium's own vector wrappers in numpy mode."""
 
 from __future__ import annotations
 

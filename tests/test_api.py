@@ -125,3 +125,48 @@ def test_backend_env_defaults_and_overrides(tmp_path):
     assert prealloc == "false" and cache == str(tmp_path / "cache")
     prealloc, cache = _probe({"XLA_PYTHON_CLIENT_PREALLOCATE": "true", "PLAYGROUND_GYM_COMPILATION_CACHE": "0"})
     assert prealloc == "true" and cache == "None"
+
+
+_PIN_PROBE = """
+import json, os, sys
+import torch
+torch.set_num_threads(2)
+from playground_gym import backend
+allowed = sorted(os.sched_getaffinity(0))
+not_cpu = backend.pin_jax_cpu("cuda")  # not a CPU run: must change nothing
+unchanged = sorted(os.sched_getaffinity(0)) == allowed
+cpu = backend.pin_jax_cpu("cpu")
+import jax, jax.numpy as jnp
+threads = [sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")]
+value = float(jax.jit(lambda x: x * 2)(jnp.ones(3)).sum())
+x = torch.ones(512, 512)
+torch_ok = bool(((x @ x) == 512).all())
+print(json.dumps({"allowed": allowed, "not_cpu": not_cpu, "unchanged": unchanged, "cpu": cpu,
+                  "main": sorted(os.sched_getaffinity(0)), "threads": threads, "value": value,
+                  "torch_threads": torch.get_num_threads(), "torch_ok": torch_ok,
+                  "again": backend.pin_jax_cpu("cpu")}))
+"""
+
+
+def test_pin_jax_cpu_gives_jax_one_cpu_and_leaves_torch_every_cpu():
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _PIN_PROBE], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["not_cpu"] is None and r["unchanged"]
+    assert r["value"] == 6.0 and r["torch_ok"] and r["torch_threads"] == 2
+    assert r["again"] is None  # JAX's backend exists now: nothing to change
+    if len(r["allowed"]) < 2:  # documented: nothing to gain on one CPU
+        assert r["cpu"] is None and r["main"] == r["allowed"]
+        return
+    assert r["cpu"] == r["allowed"][0] and r["main"] == [r["cpu"]]
+    pinned = [t for t in r["threads"] if t == [r["cpu"]]]
+    free = [t for t in r["threads"] if t == r["allowed"]]
+    assert len(pinned) >= 2  # the calling thread and JAX's pool threads
+    assert free, "torch's OpenMP workers must keep every CPU"
+
+
+def test_pin_jax_cpu_rejects_bad_torch_threads():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="torch_threads: expected None or an int >= 1"):
+            backend.pin_jax_cpu("cpu", torch_threads=bad)

@@ -50,8 +50,8 @@ class Args:
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     torch_threads: int | None = None
-    """torch's CPU threads; None (default) = torch's default, all cores: the 5x256 critic's SGD dominates a CPU update
-    and ran ~1.3x faster on 2 threads than on 1 here (JAX and torch take turns, so they do not fight)"""
+    """torch's CPU threads; None (default) = torch's default, all cores (with --pin-jax-cpu JAX's env steps stay on
+    one core, so the two do not fight)"""
     device: str | None = None
     """'cpu', 'cuda' or 'cuda:N' for envs, networks and storage; None = JAX's GPU if it has one, else CPU"""
     pin_jax_cpu: bool = True

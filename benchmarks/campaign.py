@@ -371,6 +371,8 @@ class _Runner:
             log.write(f"# run {task.key}\n# started {record['started']} in {REPO}\n# command: {record['command']}\n\n")
             log.flush()
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            if self.workers > 1:  # parallel runs would all pin their JAX to the same CPU (backend.pin_jax_cpu)
+                env["PLAYGROUND_GYM_PIN_JAX_CPU"] = "0"
             try:
                 proc = subprocess.Popen(task.command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
                                         start_new_session=True)

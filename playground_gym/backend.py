@@ -35,6 +35,7 @@ _JAX_ENV_DEFAULTS = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 
 _CACHE_OPT_OUT = "PLAYGROUND_GYM_COMPILATION_CACHE"
 _CACHE_DIR_VAR = "PLAYGROUND_GYM_CACHE_DIR"
+_PIN_OPT_OUT = "PLAYGROUND_GYM_PIN_JAX_CPU"
 
 
 def configure_jax_environment() -> None:
@@ -115,7 +116,8 @@ def pin_jax_cpu(device: Any = None, torch_threads: int | None = None) -> int | N
     Threads the calling thread creates afterwards inherit the one-CPU affinity. Does nothing (returns
     ``None``) when the run is not on the CPU (``device`` other than ``None``/``"cpu"``, or ``None`` with a
     JAX GPU plugin installed), on platforms without ``os.sched_setaffinity``, or when the process may
-    use only one CPU anyway, and when JAX's backend is already initialised (its pools exist).
+    use only one CPU anyway, when JAX's backend is already initialised (its pools exist), and when
+    ``PLAYGROUND_GYM_PIN_JAX_CPU=0`` (e.g. several runs sharing a machine, which would all pick the same CPU).
 
     Args:
         device: the run's device spec, as given to :class:`~playground_gym.PlaygroundVectorEnv`.
@@ -135,7 +137,8 @@ def pin_jax_cpu(device: Any = None, torch_threads: int | None = None) -> int | N
     spec = device.type if type(device).__module__.startswith("torch") else device
     on_cpu = spec == "cpu" or getattr(device, "platform", None) == "cpu" or (
         device is None and not _jax_gpu_plugin_installed())
-    if not on_cpu or not hasattr(os, "sched_setaffinity"):
+    opted_out = os.environ.get(_PIN_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}
+    if opted_out or not on_cpu or not hasattr(os, "sched_setaffinity"):
         return None
     from jax._src import xla_bridge
 

@@ -166,6 +166,14 @@ def test_pin_jax_cpu_gives_jax_one_cpu_and_leaves_torch_every_cpu():
     assert free, "torch's OpenMP workers must keep every CPU"
 
 
+def test_pin_jax_cpu_opt_out_changes_nothing():
+    code = ("import os; from playground_gym import backend; before = os.sched_getaffinity(0); "
+            "print(backend.pin_jax_cpu('cpu'), os.sched_getaffinity(0) == before)")
+    env = dict(os.environ, PLAYGROUND_GYM_PIN_JAX_CPU="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["None", "True"]
+
+
 def test_pin_jax_cpu_rejects_bad_torch_threads():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="torch_threads: expected None or an int >= 1"):

@@ -90,13 +90,13 @@ def _jax_gpu_plugin_installed() -> bool:
     import importlib.util
     import pkgutil
 
+    if any(importlib.util.find_spec(name) is not None for name in ("jax_cuda12_plugin", "jax_cuda13_plugin")):
+        return True
     try:
         import jax_plugins  # namespace package of JAX's PJRT plugins (CUDA, ROCm)
     except ImportError:
         return False
-    plugins = [m.name for m in pkgutil.iter_modules(jax_plugins.__path__)]
-    return any("cuda" in name or "rocm" in name for name in plugins) or any(
-        importlib.util.find_spec(name) is not None for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+    return any("cuda" in m.name or "rocm" in m.name for m in pkgutil.iter_modules(jax_plugins.__path__))
 
 
 def pin_jax_cpu(device: Any = None, torch_threads: int | None = None) -> int | None:
@@ -135,6 +135,7 @@ def pin_jax_cpu(device: Any = None, torch_threads: int | None = None) -> int | N
                                       or torch_threads < 1):
         raise ValueError(f"torch_threads: expected None or an int >= 1; got {torch_threads!r}")
     spec = device.type if type(device).__module__.startswith("torch") else device
+    spec = spec.strip().lower() if isinstance(spec, str) else spec
     on_cpu = spec == "cpu" or getattr(device, "platform", None) == "cpu" or (
         device is None and not _jax_gpu_plugin_installed())
     opted_out = os.environ.get(_PIN_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}

@@ -52,6 +52,11 @@ def configure_jax_environment() -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def _opted_out(variable: str) -> bool:
+    """Whether an on-by-default feature's environment variable turns it off (0, false, off, no)."""
+    return os.environ.get(variable, "1").strip().lower() in {"0", "false", "off", "no"}
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "playground_gym" / "jax_cache"
@@ -69,7 +74,7 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> Path
     """
     import jax
 
-    if os.environ.get(_CACHE_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}:
+    if _opted_out(_CACHE_OPT_OUT):
         return None
     configured = jax.config.jax_compilation_cache_dir
     if configured and path is None:
@@ -138,8 +143,7 @@ def pin_jax_cpu(device: Any = None, torch_threads: int | None = None) -> int | N
     spec = spec.strip().lower() if isinstance(spec, str) else spec
     on_cpu = spec == "cpu" or getattr(device, "platform", None) == "cpu" or (
         device is None and not _jax_gpu_plugin_installed())
-    opted_out = os.environ.get(_PIN_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}
-    if opted_out or not on_cpu or not hasattr(os, "sched_setaffinity"):
+    if _opted_out(_PIN_OPT_OUT) or not on_cpu or not hasattr(os, "sched_setaffinity"):
         return None
     from jax._src import xla_bridge
 

@@ -26,8 +26,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["EpisodeSpec", "Carry", "Packer", "VectorFunctions", "make_vector_functions", "match_avals"]
+__all__ = ["EpisodeSpec", "Carry", "Packer", "BytePacker", "VectorFunctions", "make_vector_functions", "match_avals"]
 
 PRIVILEGED_KEY = "privileged_state"
 
@@ -132,6 +133,70 @@ class Packer:
             for i, start, stop in group:
                 leaves[i] = packed[name][:, start:stop].reshape((self.batch,) + self.shapes[i])
         return jax.tree.unflatten(self.treedef, leaves)
+
+
+class BytePacker:
+    """Packs a pytree of arrays into one flat ``uint8`` array, to be read back on the host as views.
+
+    A jitted call pays per result array (a ``jax.Array`` object), and an export to torch per array again
+    (a DLPack capsule and a wait for the computation, ~30 us each on CPU): for a step's ten outputs that
+    cost more than the physics of a small model. One byte buffer is one result and one export. Leaves are
+    bitcast to bytes, widest dtype first, so each starts at a multiple of its item size and the host can
+    take zero-copy typed views (:func:`playground_gym.interop.export_packed`).
+
+    Attributes:
+        spans: per leaf, in tree order: (start byte, stop byte, numpy dtype, shape).
+        groups: the same per run of one dtype: (start byte, stop byte, dtype, [(leaf, size, shape)]).
+        treedef: the tree structure ``unpack`` rebuilds.
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> tree = {"done": jnp.array([True, False]), "obs": jnp.ones((2, 3)), "len": jnp.array([1, 2], jnp.int32)}
+        >>> packer = BytePacker(tree)
+        >>> packed = packer.pack(tree)
+        >>> packed.dtype, packed.shape
+        (dtype('uint8'), (34,))
+        >>> start, stop, dtype, shape = packer.spans[2]  # "obs" (dict keys are sorted)
+        >>> np.asarray(packed)[start:stop].view(dtype).reshape(shape)[1]
+        array([1., 1., 1.], dtype=float32)
+    """
+
+    def __init__(self, struct: Any) -> None:
+        leaves, self.treedef = jax.tree.flatten(struct)
+        dtypes = [np.dtype(leaf.dtype) for leaf in leaves]
+        # sorted() is stable: leaves of one item size keep their tree order
+        self._order = sorted(range(len(leaves)), key=lambda i: -dtypes[i].itemsize)
+        spans: list[Any] = [None] * len(leaves)
+        offset = 0
+        for i in self._order:
+            shape = tuple(leaves[i].shape)
+            nbytes = math.prod(shape) * dtypes[i].itemsize
+            spans[i] = (offset, offset + nbytes, dtypes[i], shape)
+            offset += nbytes
+        self.spans: list[tuple[int, int, np.dtype, tuple[int, ...]]] = spans
+        self.nbytes = offset
+        # the same layout per dtype, for hosts that take one typed view per dtype and split it:
+        # (start byte, stop byte, dtype, [(leaf index, element count, shape)]), leaves contiguous in order
+        self.groups: list[tuple[int, int, np.dtype, list[tuple[int, int, tuple[int, ...]]]]] = []
+        for i in self._order:
+            start, stop, dtype, shape = spans[i]
+            if not self.groups or self.groups[-1][2] != dtype:
+                self.groups.append((start, stop, dtype, []))
+            group_start, _, _, members = self.groups[-1]
+            members.append((i, math.prod(shape), shape))
+            self.groups[-1] = (group_start, stop, dtype, members)
+
+    def pack(self, tree: Any) -> jax.Array:
+        leaves = jax.tree.leaves(tree)
+        parts = []
+        for i in self._order:
+            x = leaves[i]
+            if x.dtype == jnp.bool_:
+                x = x.astype(jnp.uint8)
+            elif x.dtype.itemsize > 1:
+                x = jax.lax.bitcast_convert_type(x, jnp.uint8)  # adds a trailing axis of item-size bytes
+            parts.append(x.reshape(-1))
+        return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.uint8)
 
 
 def _split_obs(obs: Any, obs_key: str) -> tuple[jax.Array, jax.Array | None]:

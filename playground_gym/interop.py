@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ARRAY_TYPES", "actions_to_jax", "export", "check_array_type"]
+__all__ = ["ARRAY_TYPES", "actions_to_jax", "export", "export_packed", "check_array_type"]
 
 ARRAY_TYPES = ("torch", "jax", "numpy")
 
@@ -108,3 +108,52 @@ def export(tree: Any, array_type: str) -> Any:
         if id(x) not in exported:
             exported[id(x)] = convert(x)
     return jax.tree.unflatten(treedef, [exported[id(x)] for x in leaves])
+
+
+def export_packed(packed: Any, packer: Any, array_type: str) -> Any:
+    """Rebuild the pytree a :class:`~playground_gym.autoreset.BytePacker` packed, as ``array_type`` arrays.
+
+    The byte buffer is exported once (torch: one DLPack import, zero-copy; numpy: one copy) and every leaf
+    is a typed view into it, so each leaf is contiguous and its own memory region: writing into one never
+    changes another. ``"jax"`` is not supported here: slicing JAX arrays outside ``jit`` costs a dispatch
+    per leaf; keep the unpacked outputs for JAX callers.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from playground_gym.autoreset import BytePacker
+        >>> tree = {"obs": jnp.ones((2, 3)), "done": jnp.array([True, False])}
+        >>> packer = BytePacker(tree)
+        >>> out = export_packed(packer.pack(tree), packer, "torch")
+        >>> out["done"], out["obs"].shape
+        (tensor([ True, False]), torch.Size([2, 3]))
+    """
+    if array_type == "torch":
+        import torch
+
+        buffer = torch.from_dlpack(packed)
+        typed = lambda start, stop, dtype: buffer[start:stop].view(_torch_dtype(dtype))  # noqa: E731
+    elif array_type == "numpy":
+        buffer = np.array(packed)  # a copy: host arrays the caller (or a gymnasium wrapper) may write into
+        typed = lambda start, stop, dtype: buffer[start:stop].view(dtype)  # noqa: E731
+    else:
+        raise ValueError(f"array_type: expected 'torch' or 'numpy' for packed outputs; got {array_type!r}")
+    leaves: list[Any] = [None] * len(packer.spans)
+    # one typed view and one split per dtype: each array op here costs microseconds, and this runs every step
+    for start, stop, dtype, members in packer.groups:
+        view = typed(start, stop, dtype)
+        pieces = view.split_with_sizes([size for _, size, _ in members]) if array_type == "torch" else \
+            np.split(view, np.cumsum([size for _, size, _ in members[:-1]]))
+        for (i, _, shape), piece in zip(members, pieces):
+            leaves[i] = piece if len(shape) == 1 else piece.reshape(shape)
+    return jax.tree.unflatten(packer.treedef, leaves)
+
+
+_TORCH_DTYPES: dict[np.dtype, Any] = {}
+
+
+def _torch_dtype(dtype: np.dtype) -> Any:
+    if dtype not in _TORCH_DTYPES:
+        import torch
+
+        _TORCH_DTYPES[dtype] = torch.from_numpy(np.empty(0, dtype)).dtype
+    return _TORCH_DTYPES[dtype]

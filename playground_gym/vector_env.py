@@ -23,9 +23,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from playground_gym import backend
-from playground_gym.autoreset import PRIVILEGED_KEY, EpisodeSpec, make_vector_functions
+from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
-from playground_gym.interop import actions_to_jax, check_array_type, export
+from playground_gym.interop import actions_to_jax, check_array_type, export, export_packed
 from playground_gym.loading import load_env, resolve_impl
 
 __all__ = ["PlaygroundVectorEnv", "make_vec"]
@@ -77,6 +77,17 @@ class _Compiled:
         on_device = jax.sharding.SingleDeviceSharding(jax_device)
         self.step = jax.jit(counted("step", step_fn), donate_argnums=0, in_shardings=on_device,
                             out_shardings=on_device)
+        # torch and numpy callers get the step's outputs as one byte buffer (one result, one export; see
+        # BytePacker): the layout is fixed when the step is traced, which happens before its first result.
+        self.out_packer: BytePacker | None = None
+
+        def step_packed(carry: Any, first: Any, actions: Any) -> Any:
+            carry, out = step_fn(carry, first, actions)
+            self.out_packer = BytePacker(out)
+            return carry, self.out_packer.pack(out)
+
+        self.step_packed = jax.jit(counted("step", step_packed), donate_argnums=0, in_shardings=on_device,
+                                   out_shardings=on_device)
         self.env_state = jax.jit(env_state_fn)
 
 
@@ -219,7 +230,9 @@ class PlaygroundVectorEnv(VectorEnv):
         self.action_space.seed(self._seed)
 
         self.trace_counts = shared.trace_counts  # shared with the vector envs that share the compiled functions
-        self._reset_jit, self._step_jit, self._env_state_jit = shared.reset, shared.step, shared.env_state
+        self._shared = shared
+        self._reset_jit, self._env_state_jit = shared.reset, shared.env_state
+        self._step_jit = shared.step if self.array_type == "jax" else shared.step_packed
         self._carry: Any = None
         self._first: Any = None
         self.render_mode = render_mode
@@ -256,6 +269,8 @@ class PlaygroundVectorEnv(VectorEnv):
         actions = actions_to_jax(actions, self.action_space.shape, self.jax_device)
         with backend.silence_stderr(self.quiet and self.trace_counts["step"] == 0):
             self._carry, out = self._step_jit(self._carry, self._first, actions)
+        if self.array_type != "jax":
+            out = export_packed(out, self._shared.out_packer, self.array_type)
         info: dict[str, Any] = {"final_obs": out["final_obs"], "_final_obs": out["done"], "nan_reset": out["nan_reset"]}
         if self.episode_statistics:
             info["episode"] = {"r": out["episode_return"], "l": out["episode_length"]}
@@ -263,10 +278,7 @@ class PlaygroundVectorEnv(VectorEnv):
         if self.has_privileged_state:
             info[PRIVILEGED_KEY] = out[PRIVILEGED_KEY]
             info["final_" + PRIVILEGED_KEY] = out["final_" + PRIVILEGED_KEY]
-        obs, reward, terminated, truncated, info = export(
-            (out["obs"], out["reward"], out["terminated"], out["truncated"], info), self.array_type
-        )
-        return obs, reward, terminated, truncated, info
+        return out["obs"], out["reward"], out["terminated"], out["truncated"], info
 
     def env_state(self) -> Any:
         """The current batched ``mjx_env.State`` (JAX arrays, leading num_envs axis), for inspection."""

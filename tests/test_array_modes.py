@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 import torch
 from gymnasium.wrappers import vector as vector_wrappers
 
@@ -113,3 +114,38 @@ def test_render_draws_the_current_state_of_chosen_envs():
     assert not np.array_equal(before[0], after[0])  # the cart moved
     assert envs.env_state().data.qpos.shape == (2, 2)
     envs.close()
+
+
+def test_packed_outputs_round_trip_as_separate_contiguous_views():
+    """A step's outputs travel as one byte buffer (BytePacker); the host gets typed views, one region each."""
+    from playground_gym.autoreset import BytePacker
+    from playground_gym.interop import export_packed
+
+    tree = {"obs": jax.numpy.arange(12.0).reshape(4, 3), "done": jax.numpy.array([True, False, True, False]),
+            "length": jax.numpy.array([1, 2, 3, 4], jax.numpy.int32), "scalar": jax.numpy.float32(2.5),
+            "nested": [jax.numpy.full((4, 2, 2), -1.0), jax.numpy.array([7, 8, 9, 10], jax.numpy.int32)]}
+    packer = BytePacker(tree)
+    packed = jax.jit(packer.pack)(tree)
+    assert packed.dtype == np.uint8 and packed.shape == (packer.nbytes,) == (4 * (12 + 4 + 1 + 16 + 4) + 4,)  # 4-byte leaves, then 4 bools
+    for array_type in ("torch", "numpy"):
+        out = export_packed(jax.jit(packer.pack)(tree), packer, array_type)  # torch views alias their buffer
+        for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(tree)):
+            got = got.numpy() if array_type == "torch" else got
+            assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, np.asarray(want))
+        out["obs"][:] = 99  # writing into one leaf leaves every other leaf as it was
+        np.testing.assert_array_equal(np.asarray(out["length"]), [1, 2, 3, 4])
+        assert bool(out["done"][0]) and float(out["scalar"]) == 2.5
+    with pytest.raises(ValueError, match="'torch' or 'numpy'.*got 'jax'"):
+        export_packed(packed, packer, "jax")
+
+
+def test_torch_step_outputs_are_views_of_one_buffer(short_env):
+    short_env.reset(seed=0)
+    obs, reward, terminated, truncated, info = short_env.step(torch.zeros(NUM_ENVS, 1))
+    tensors = [obs, reward, terminated, truncated, info["final_obs"], info["episode"]["r"], info["episode"]["l"]]
+    assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1  # one export per step, not seven
+    assert info["_final_obs"] is info["_episode"]  # the done mask appears under both keys, exported once
+    assert all(t.is_contiguous() for t in tensors)
+    assert (obs.dtype, reward.dtype, terminated.dtype, info["episode"]["l"].dtype) == (
+        torch.float32, torch.float32, torch.bool, torch.int32)

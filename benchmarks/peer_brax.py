@@ -18,7 +18,9 @@ local device before its `pmap`), which jax 0.10 removed. On one device it is equ
 len(devices) and `jax.device_put` on that device; the worker defines exactly that before calling `ppo.train`, and only
 if jax lacks the function.
 
-Writes <out>/results.json (every run's eval curve, wall time, SPS) and <out>/peer_brax_<env>.png (eval return vs env
+Resumable: runs already in <out>/results.json under the same config are kept (a killed benchmark reruns only what
+is missing; --seeds 10 after --seeds 5 adds seeds 6-10). Writes <out>/results.json (every run's eval curve, wall
+time, SPS) and <out>/peer_brax_<env>.png (eval return vs env
 steps, mean and min-max band over seeds, both sides), and prints a markdown table.
 """
 
@@ -216,16 +218,31 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     results_path = Path(a.out) / "results.json"
     results = {"config": cfg, "brax": [], "ours": [], "seeds": list(range(1, a.seeds + 1)),
-               "machine": f"{os.cpu_count()} CPUs", "sps_definition": "env steps / whole-run wall time"}
+               "machine": f"{os.cpu_count()} CPUs", "sps_definition": "env steps / whole-run wall time",
+               "evaluation": {"eval_every": a.eval_every, "num_eval_envs": a.num_eval_envs}}
+    if results_path.exists():  # resume: runs already recorded under the same config are kept, not rerun
+        previous = json.loads(results_path.read_text())
+        mine = (cfg, results["evaluation"])
+        if (previous.get("config"), previous.get("evaluation")) != mine:
+            raise SystemExit(f"{results_path} holds runs of another config or evaluation; use another --out or "
+                             f"remove it\n  there: {(previous.get('config'), previous.get('evaluation'))}\n"
+                             f"  now:   {mine}")
+        for side in ("brax", "ours"):
+            results[side] = [r for r in previous[side] if r["seed"] in results["seeds"]]
+        print(f"resuming {results_path}: brax seeds {[r['seed'] for r in results['brax']]}, ours seeds "
+              f"{[r['seed'] for r in results['ours']]} already done", flush=True)
+    done = {side: {r["seed"] for r in results[side]} for side in ("brax", "ours")}
     with tempfile.TemporaryDirectory() as workdir:
         for seed in results["seeds"]:
-            if a.only != "ours":
+            if a.only != "ours" and seed not in done["brax"]:
                 print(f"== brax seed {seed}", flush=True)
                 results["brax"].append({"seed": seed, **run_brax(cfg, seed, a.eval_every, a.num_eval_envs, workdir)})
-            if a.only != "brax":
+            if a.only != "brax" and seed not in done["ours"]:
                 print(f"== ppo_multiunroll seed {seed}", flush=True)
                 results["ours"].append({"seed": seed, **run_ours(cfg, seed, a.eval_every, a.num_eval_envs, workdir,
                                                                  extra)})
+            for side in ("brax", "ours"):
+                results[side].sort(key=lambda r: r["seed"])
             results_path.write_text(json.dumps(results, indent=1))
     if results["brax"] and results["ours"]:
         report(results, cfg, a.out)

@@ -616,7 +616,8 @@ def main(argv=None, start_time=None):
                 torch.stack(column, out=buffer.view(-1, *buffer.shape[2:]))  # [unroll * step, env, ...]
             truncations &= ~terminations  # time limit only (never both, kept explicit)
             ep_return, ep_length, ep_end = (torch.stack(column) for column in columns[5:])
-            ep_stats += torch.stack([(ep_return * ep_end).sum(), (ep_length * ep_end).sum().float(), ep_end.sum().float()])
+            ep_stats += torch.stack([(ep_return * ep_end).sum(), (ep_length * ep_end).sum().float(),
+                                     ep_end.sum().float()])
             logprobs = agent.get_distribution(normalize(obs)).log_prob(actions)  # behaviour policy, as sampled
             global_step += steps_per_update
             if args.norm_obs:

@@ -126,7 +126,8 @@ def test_packed_outputs_round_trip_as_separate_contiguous_views():
             "nested": [jax.numpy.full((4, 2, 2), -1.0), jax.numpy.array([7, 8, 9, 10], jax.numpy.int32)]}
     packer = BytePacker(tree)
     packed = jax.jit(packer.pack)(tree)
-    assert packed.dtype == np.uint8 and packed.shape == (packer.nbytes,) == (4 * (12 + 4 + 1 + 16 + 4) + 4,)  # 4-byte leaves, then 4 bools
+    # the 4-byte leaves (12 + 4 + 1 + 16 + 4 elements), then the 4 bools
+    assert packed.dtype == np.uint8 and packed.shape == (packer.nbytes,) == (4 * (12 + 4 + 1 + 16 + 4) + 4,)
     for array_type in ("torch", "numpy"):
         out = export_packed(jax.jit(packer.pack)(tree), packer, array_type)  # torch views alias their buffer
         for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(tree)):

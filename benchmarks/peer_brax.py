@@ -222,8 +222,8 @@ def main(argv=None):
                "evaluation": {"eval_every": a.eval_every, "num_eval_envs": a.num_eval_envs}}
     if results_path.exists():  # resume: runs already recorded under the same config are kept, not rerun
         previous = json.loads(results_path.read_text())
-        mine = (cfg, results["evaluation"])
-        if (previous.get("config"), previous.get("evaluation")) != mine:
+        mine = json.loads(json.dumps([cfg, results["evaluation"]]))  # as stored: tuples become lists
+        if [previous.get("config"), previous.get("evaluation")] != mine:
             raise SystemExit(f"{results_path} holds runs of another config or evaluation; use another --out or "
                              f"remove it\n  there: {(previous.get('config'), previous.get('evaluation'))}\n"
                              f"  now:   {mine}")

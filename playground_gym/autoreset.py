@@ -147,7 +147,7 @@ class BytePacker:
     Attributes:
         spans: per leaf, in tree order: (start byte, stop byte, numpy dtype, shape).
         groups: the same per run of one dtype: (start byte, stop byte, dtype, [(leaf, size, shape)]).
-        treedef: the tree structure ``unpack`` rebuilds.
+        treedef: the tree structure the host rebuilds from the views.
 
     Example:
         >>> import jax.numpy as jnp, numpy as np

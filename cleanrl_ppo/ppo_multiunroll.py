@@ -255,11 +255,6 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.epsilon, self.clip = epsilon, clip
-        self._float32 = None  # (mean, std) in float32 for normalize(), recomputed after every change
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._float32 = None
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -273,14 +268,10 @@ class RunningMeanStd(nn.Module):
         self.mean.add_(delta * n / total)
         self.var.copy_(m2 / total)
         self.count.copy_(total)
-        self._float32 = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(x - mean) / std, clipped, in float32 like Brax's normaliser (3 ops: it runs at every rollout step)."""
-        if self._float32 is None:
-            self._float32 = (self.mean.float(), torch.sqrt(self.var + self.epsilon).float())
-        mean, std = self._float32
-        return ((x - mean) / std).clamp(-self.clip, self.clip)
+        std = torch.sqrt(self.var + self.epsilon)
+        return ((x - self.mean) / std).clamp(-self.clip, self.clip).to(x.dtype)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x * torch.sqrt(self.var + self.epsilon) + self.mean).to(x.dtype)
@@ -376,18 +367,6 @@ class Agent(nn.Module):
         loc, raw_scale = self.actor(x).chunk(2, dim=-1)
         return NormalTanh(loc, raw_scale, self.min_std)
 
-    def sample(self, x, noise):
-        """The rollout's draw: (tanh(pre_tanh), pre_tanh) with pre_tanh = loc + scale * noise, noise ~ N(0, 1) drawn
-        by the caller (for a whole update at once). The same distribution as get_distribution(x).sample() in 6 ops
-        instead of ~30: this runs once per env step. Log-probs are taken later, over the whole batch."""
-        loc, raw_scale = self.actor(x).chunk(2, dim=-1)
-        pre_tanh = loc + (F.softplus(raw_scale) + self.min_std) * noise
-        return torch.tanh(pre_tanh), pre_tanh
-
-    def mode(self, x):
-        """The deterministic action tanh(loc), for evaluation."""
-        return torch.tanh(self.actor(x).chunk(2, dim=-1)[0])
-
     def get_action(self, x, deterministic=False):
         """Returns (action in [-1, 1], pre-tanh sample, log-prob); deterministic: tanh(loc), loc."""
         dist = self.get_distribution(x)
@@ -411,7 +390,7 @@ def evaluate(agent, normalize, eval_envs, seed, stochastic=False):
     returns = torch.zeros(eval_envs.num_envs, device=eval_envs.device)
     finished = torch.zeros(eval_envs.num_envs, dtype=torch.bool, device=eval_envs.device)
     for _ in range(eval_envs.max_episode_steps):
-        action = agent.get_action(normalize(obs))[0] if stochastic else agent.mode(normalize(obs))
+        action, _, _ = agent.get_action(normalize(obs), deterministic=not stochastic)
         obs, _, _, _, info = eval_envs.step(action)
         if "_episode" in info:
             first = info["_episode"] & ~finished
@@ -553,10 +532,10 @@ def main(argv=None, start_time=None):
     obs = torch.zeros((n_unrolls, T, args.num_envs, obs_dim), device=device)
     boot_obs = torch.zeros((n_unrolls, args.num_envs, obs_dim), device=device)  # obs after each unroll's last step
     actions = torch.zeros((n_unrolls, T, args.num_envs, act_dim), device=device)  # PRE-tanh samples
+    logprobs = torch.zeros((n_unrolls, T, args.num_envs), device=device)
     rewards = torch.zeros((n_unrolls, T, args.num_envs), device=device)
-    terminations = torch.zeros((n_unrolls, T, args.num_envs), dtype=torch.bool, device=device)
-    truncations = torch.zeros((n_unrolls, T, args.num_envs), dtype=torch.bool, device=device)  # Brax's "truncation"
-    noise = torch.zeros((n_unrolls, T, args.num_envs, act_dim), device=device)  # the policy's N(0, 1) draws
+    terminations = torch.zeros((n_unrolls, T, args.num_envs), device=device)
+    truncations = torch.zeros((n_unrolls, T, args.num_envs), device=device)  # Brax's state.info["truncation"]
     # episode statistics accumulated on the device, read only at log intervals
     ep_stats = torch.zeros(3, device=device)  # sum of returns, sum of lengths, count
     last_return = float("nan")
@@ -597,28 +576,21 @@ def main(argv=None, start_time=None):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
-        # ALGO LOGIC: rollout: n_unrolls sequential unrolls of T steps, env state carried (no host sync inside).
-        # A step does only what the next one needs (sample, env step): each torch op costs microseconds at 64 envs.
-        # Results are stacked into the storage once per update, and log-probs taken there in one batched pass.
+        # ALGO LOGIC: rollout: n_unrolls sequential unrolls of T steps, env state carried (no host sync inside)
         with torch.no_grad():
-            torch.randn(noise.shape, out=noise)
-            collected = []
             for unroll in range(n_unrolls):
                 for step in range(T):
-                    action, pre_tanh = agent.sample(normalize(next_obs), noise[unroll, step])
-                    prev_obs = next_obs
+                    obs[unroll, step] = next_obs
+                    action, pre_tanh, logprob = agent.get_action(normalize(next_obs))
+                    actions[unroll, step], logprobs[unroll, step] = pre_tanh, logprob  # PRE-tanh: no atanh later
                     next_obs, reward, terminated, truncated, info = envs.step(action)
-                    collected.append((prev_obs, pre_tanh, reward, terminated, truncated,  # PRE-tanh: no atanh later
-                                      info["episode"]["r"], info["episode"]["l"], info["_episode"]))
+                    rewards[unroll, step], terminations[unroll, step] = reward, terminated
+                    truncations[unroll, step] = truncated & ~terminated  # time limit (never both, kept explicit)
+                    if "_episode" in info:
+                        mask = info["_episode"]
+                        ep_stats += torch.stack([(info["episode"]["r"] * mask).sum(),
+                                                 (info["episode"]["l"] * mask).sum().float(), mask.sum().float()])
                 boot_obs[unroll] = next_obs  # after a done this is the next episode's first obs: Brax masks it
-            columns = list(zip(*collected))
-            for buffer, column in zip((obs, actions, rewards, terminations, truncations), columns):
-                torch.stack(column, out=buffer.view(-1, *buffer.shape[2:]))  # [unroll * step, env, ...]
-            truncations &= ~terminations  # time limit only (never both, kept explicit)
-            ep_return, ep_length, ep_end = (torch.stack(column) for column in columns[5:])
-            ep_stats += torch.stack([(ep_return * ep_end).sum(), (ep_length * ep_end).sum().float(),
-                                     ep_end.sum().float()])
-            logprobs = agent.get_distribution(normalize(obs)).log_prob(actions)  # behaviour policy, as sampled
             global_step += steps_per_update
             if args.norm_obs:
                 obs_rms.update(obs)  # once per update, from all collected observations, before SGD (as Brax)
@@ -633,9 +605,8 @@ def main(argv=None, start_time=None):
         for epoch in range(args.num_updates_per_batch):
             for mb in torch.randperm(n_segments, device=device).view(args.num_minibatches, args.batch_size):
                 mb_obs = s_obs[:, mb]
-                newvalue = agent.get_value(mb_obs)
-                with torch.no_grad():  # the targets take no gradient (Brax: stop_gradient): no backward through it
-                    bootstrap = agent.get_value(s_boot[mb])
+                values = agent.get_value(torch.cat([mb_obs.reshape(-1, obs_dim), s_boot[mb]]))
+                newvalue, bootstrap = values[:-args.batch_size].view(T, -1), values[-args.batch_size:]
                 vs, mb_adv = compute_gae(s_truncs[:, mb], s_terms[:, mb], s_rewards[:, mb], newvalue, bootstrap,
                                          args.gae_lambda, args.gamma)
                 dist = agent.get_distribution(mb_obs)

@@ -98,37 +98,6 @@ def test_rollout_shape(ppo, num_envs, batch_size, num_minibatches, unroll_length
     assert num_envs * n_unrolls == batch_size * num_minibatches  # every segment is used, in num_minibatches batches
 
 
-def test_rollout_sample_is_the_policy_distribution(ppo):
-    """Agent.sample (the rollout's 6-op draw from caller-drawn noise) is get_distribution's tanh-Normal."""
-    torch.manual_seed(0)
-    agent = ppo.Agent(5, 2)
-    obs, noise = torch.randn(4096, 5), torch.randn(4096, 2)
-    action, pre_tanh = agent.sample(obs, noise)
-    dist = agent.get_distribution(obs)
-    torch.testing.assert_close(pre_tanh, dist.normal.loc + dist.normal.scale * noise)
-    torch.testing.assert_close(action, torch.tanh(pre_tanh))
-    z = (pre_tanh - dist.normal.loc) / dist.normal.scale  # the log-prob taken after the rollout is the Normal's
-    expected = (-0.5 * z ** 2 - dist.normal.scale.log() - 0.5 * math.log(2 * math.pi)
-                - ppo.tanh_log_det_jacobian(pre_tanh)).sum(-1)
-    torch.testing.assert_close(dist.log_prob(pre_tanh), expected)
-    torch.testing.assert_close(agent.mode(obs), agent.get_action(obs, deterministic=True)[0])
-
-
-def test_normalizer_float32_statistics_follow_updates_and_loads(ppo):
-    rms = ppo.RunningMeanStd((3,))
-    x = torch.randn(500, 3) * 4 + 2
-    before = rms.normalize(x)  # caches the initial statistics
-    torch.testing.assert_close(before, x.clamp(-10, 10))
-    rms.update(x)
-    expected = ((x.double() - x.double().mean(0)) / torch.sqrt(x.double().var(0, unbiased=False) + 1e-8)).float()
-    torch.testing.assert_close(rms.normalize(x), expected.clamp(-10, 10))
-    assert rms.normalize(x).dtype == torch.float32
-    fresh = ppo.RunningMeanStd((3,))
-    fresh.normalize(x)
-    fresh.load_state_dict(rms.state_dict())  # a resumed run must not keep normalising with stale statistics
-    torch.testing.assert_close(fresh.normalize(x), rms.normalize(x))
-
-
 def test_rollout_shape_rejects_indivisible(ppo):
     with pytest.raises(ppo.CLIError, match=r"\(6 \* 4 = 24 segments.*--num-envs \(16\)"):
         ppo.rollout_shape(16, 6, 4, 30)

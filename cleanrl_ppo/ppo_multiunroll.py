@@ -364,7 +364,11 @@ class Agent(nn.Module):
         return self.critic(x).squeeze(-1)
 
     def get_distribution(self, x):
-        loc, raw_scale = self.actor(x).chunk(2, dim=-1)
+        return self.distribution(self.actor(x))
+
+    def distribution(self, actor_out):
+        """The policy for the actor's output `actor_out` (loc and raw scale, concatenated on the last axis)."""
+        loc, raw_scale = actor_out.chunk(2, dim=-1)
         return NormalTanh(loc, raw_scale, self.min_std)
 
     def get_action(self, x, deterministic=False):
@@ -390,7 +394,8 @@ def evaluate(agent, normalize, eval_envs, seed, stochastic=False):
     returns = torch.zeros(eval_envs.num_envs, device=eval_envs.device)
     finished = torch.zeros(eval_envs.num_envs, dtype=torch.bool, device=eval_envs.device)
     for _ in range(eval_envs.max_episode_steps):
-        action, _, _ = agent.get_action(normalize(obs), deterministic=not stochastic)
+        dist = agent.get_distribution(normalize(obs))
+        action = dist.sample()[0] if stochastic else dist.mode()  # no log-prob: not needed here
         obs, _, _, _, info = eval_envs.step(action)
         if "_episode" in info:
             first = info["_episode"] & ~finished
@@ -532,11 +537,13 @@ def main(argv=None, start_time=None):
     obs = torch.zeros((n_unrolls, T, args.num_envs, obs_dim), device=device)
     boot_obs = torch.zeros((n_unrolls, args.num_envs, obs_dim), device=device)  # obs after each unroll's last step
     actions = torch.zeros((n_unrolls, T, args.num_envs, act_dim), device=device)  # PRE-tanh samples
-    logprobs = torch.zeros((n_unrolls, T, args.num_envs), device=device)
+    # the actor's outputs: the behaviour log-probs are computed from them once per update, not in the env loop
+    actor_outs = torch.zeros((n_unrolls, T, args.num_envs, 2 * act_dim), device=device)
     rewards = torch.zeros((n_unrolls, T, args.num_envs), device=device)
     terminations = torch.zeros((n_unrolls, T, args.num_envs), device=device)
     truncations = torch.zeros((n_unrolls, T, args.num_envs), device=device)  # Brax's state.info["truncation"]
-    # episode statistics accumulated on the device, read only at log intervals
+    # episodes that ended at each step and their returns/lengths; summed per update into ep_stats, read at log time
+    ep_ends = torch.zeros((3, n_unrolls, T, args.num_envs), device=device)  # done mask, return, length
     ep_stats = torch.zeros(3, device=device)  # sum of returns, sum of lengths, count
     last_return = float("nan")
 
@@ -581,16 +588,19 @@ def main(argv=None, start_time=None):
             for unroll in range(n_unrolls):
                 for step in range(T):
                     obs[unroll, step] = next_obs
-                    action, pre_tanh, logprob = agent.get_action(normalize(next_obs))
-                    actions[unroll, step], logprobs[unroll, step] = pre_tanh, logprob  # PRE-tanh: no atanh later
+                    actor_out = agent.actor(normalize(next_obs))
+                    action, pre_tanh = agent.distribution(actor_out).sample()
+                    actor_outs[unroll, step], actions[unroll, step] = actor_out, pre_tanh  # PRE-tanh: no atanh later
                     next_obs, reward, terminated, truncated, info = envs.step(action)
-                    rewards[unroll, step], terminations[unroll, step] = reward, terminated
-                    truncations[unroll, step] = truncated & ~terminated  # time limit (never both, kept explicit)
-                    if "_episode" in info:
-                        mask = info["_episode"]
-                        ep_stats += torch.stack([(info["episode"]["r"] * mask).sum(),
-                                                 (info["episode"]["l"] * mask).sum().float(), mask.sum().float()])
+                    rewards[unroll, step], terminations[unroll, step], truncations[unroll, step] = \
+                        reward, terminated, truncated
+                    ep_ends[0, unroll, step], ep_ends[1, unroll, step], ep_ends[2, unroll, step] = \
+                        info["_episode"], info["episode"]["r"], info["episode"]["l"]
                 boot_obs[unroll] = next_obs  # after a done this is the next episode's first obs: Brax masks it
+            # behaviour log-probs in one pass over the stored actor outputs (elementwise: the per-step numbers)
+            logprobs = agent.distribution(actor_outs).log_prob(actions)
+            truncations *= 1.0 - terminations  # time limits only (never both, kept explicit)
+            ep_stats += torch.stack([(ep_ends[1] * ep_ends[0]).sum(), (ep_ends[2] * ep_ends[0]).sum(), ep_ends[0].sum()])
             global_step += steps_per_update
             if args.norm_obs:
                 obs_rms.update(obs)  # once per update, from all collected observations, before SGD (as Brax)
@@ -624,8 +634,10 @@ def main(argv=None, start_time=None):
 
                 optimizer.zero_grad()
                 loss.backward()
-                max_norm = args.max_grad_norm if args.max_grad_norm > 0 else math.inf
-                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), max_norm)
+                if args.max_grad_norm > 0:
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                else:  # no clipping (Brax's max_grad_norm None); the norm still serves the NaN check
+                    grad_norm = nn.utils.get_total_norm([p.grad for p in agent.parameters()])
                 if not torch.isfinite(grad_norm):  # NaN/inf loss or gradient: skip, never corrupt the parameters
                     nan_skipped += 1
                     optimizer.zero_grad()

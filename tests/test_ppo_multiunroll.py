@@ -98,6 +98,29 @@ def test_rollout_shape(ppo, num_envs, batch_size, num_minibatches, unroll_length
     assert num_envs * n_unrolls == batch_size * num_minibatches  # every segment is used, in num_minibatches batches
 
 
+@pytest.mark.parametrize("num_envs, act_dim", [(64, 1), (13, 6)])
+def test_batched_behaviour_logprobs_equal_per_step(ppo, num_envs, act_dim):
+    """The rollout stores the actor's outputs and computes the behaviour log-probs once per update: the same
+    numbers (to float32 rounding) as the per-step log-probs of the sampled pre-tanh actions."""
+    torch.manual_seed(0)
+    agent = ppo.Agent(obs_dim=7, act_dim=act_dim)
+    obs = torch.randn(3, 4, num_envs, 7) * 3  # [unroll, step, env, obs]
+    outs, actions, per_step = torch.zeros(3, 4, num_envs, 2 * act_dim), torch.zeros(3, 4, num_envs, act_dim), []
+    with torch.no_grad():
+        for u in range(3):
+            for t in range(4):
+                outs[u, t] = agent.actor(obs[u, t])
+                dist = agent.distribution(outs[u, t])
+                _, actions[u, t] = dist.sample()
+                per_step.append(dist.log_prob(actions[u, t]))
+        batched = agent.distribution(outs).log_prob(actions)
+    assert batched.shape == (3, 4, num_envs)
+    torch.testing.assert_close(batched, torch.stack(per_step).view(3, 4, num_envs), rtol=1e-6, atol=1e-6)
+    # and the evaluation's deterministic action is tanh(loc) of the same distribution
+    loc = outs[..., :act_dim]
+    assert torch.equal(agent.distribution(outs).mode(), torch.tanh(loc))
+
+
 def test_rollout_shape_rejects_indivisible(ppo):
     with pytest.raises(ppo.CLIError, match=r"\(6 \* 4 = 24 segments.*--num-envs \(16\)"):
         ppo.rollout_shape(16, 6, 4, 30)

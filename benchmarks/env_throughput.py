@@ -11,6 +11,15 @@ cache: wall time from env construction to the end of the SECOND step, because up
 twice (reset and step outputs differ in weak types).
 
     python benchmarks/env_throughput.py --envs CartpoleBalance CheetahRun --num-envs 1024
+
+``--reset-cost`` measures instead what fresh initial states (``full_reset=True``, the default) cost against
+upstream's replay of each env's first state (``full_reset=False``), torch mode, interleaved: rounds of exactly one
+episode (``--episode-length`` agent steps, 100 by default, so each round holds one reset of every env), with the
+episodes of all envs ending together (as DM Control's do from a reset) and spread uniformly over the episode
+(``set_elapsed_steps``: about num_envs / episode_length envs finish per step, as with falls or rsl_rl's
+``init_at_random_ep_len``):
+
+    python benchmarks/env_throughput.py --reset-cost --envs CartpoleBalance CheetahRun HumanoidRun --num-envs 64
 """
 
 from __future__ import annotations
@@ -117,6 +126,40 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int) -> dict[str,
     return sps
 
 
+def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int) -> dict[str, list[float]]:
+    """ms per step of replayed vs fresh resets, ends synchronised vs spread; rounds of one episode each."""
+    import numpy as np
+    import torch
+
+    import playground_gym
+
+    envs, actions = {}, None
+    for mode in ("replay", "fresh"):
+        for ends in ("together", "spread"):
+            e = playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=episode_length,
+                                        action_repeat=1, full_reset=mode == "fresh", quiet=True)
+            e.reset(seed=0)
+            if ends == "spread":
+                e.set_elapsed_steps(np.random.default_rng(0).integers(0, episode_length, num_envs))
+            envs[f"{mode}, ends {ends}"] = e
+            actions = torch.zeros(e.action_space.shape)
+
+    def run(e: object) -> float:
+        start = time.perf_counter()
+        for _ in range(episode_length):
+            reward = e.step(actions)[1]
+        float(reward.sum())
+        return 1e3 * (time.perf_counter() - start) / episode_length
+
+    for e in envs.values():  # compile and warm up
+        run(e)
+    ms: dict[str, list[float]] = {k: [] for k in envs}
+    for r in range(rounds):
+        for k in (list(envs) if r % 2 == 0 else list(envs)[::-1]):
+            ms[k].append(run(envs[k]))
+    return ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartpoleBalance", "CheetahRun"])
@@ -125,11 +168,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--skip-first-step", action="store_true", help="throughput only")
     parser.add_argument("--json", help="also write the raw numbers to this file")
+    parser.add_argument("--reset-cost", action="store_true", help="fresh vs replayed resets (see above)")
+    parser.add_argument("--episode-length", type=int, default=100, help="--reset-cost: agent steps per episode")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, env_id, n = args.child
         print(json.dumps(_time_to_first_steps(kind, env_id, int(n))))
+        return
+
+    if args.reset_cost:
+        rows = {}
+        for env_id in args.envs:
+            ms = reset_cost(env_id, args.num_envs, args.episode_length, args.rounds)
+            rows[env_id] = ms
+            med = {k: statistics.median(v) for k, v in ms.items()}
+            for ends in ("together", "spread"):
+                ratio = statistics.median(f / r for f, r in zip(ms[f"fresh, ends {ends}"], ms[f"replay, ends {ends}"]))
+                print(f"| {env_id} | {args.num_envs} | {ends} | {med[f'replay, ends {ends}']:.2f} | "
+                      f"{med[f'fresh, ends {ends}']:.2f} | {ratio:.2f} |", flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"episode_length": args.episode_length, "rounds": args.rounds, "ms_per_step": rows}, f)
         return
 
     results = {}

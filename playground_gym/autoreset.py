@@ -10,7 +10,7 @@ Example:
     >>> from playground_gym.loading import load_env
     >>> from playground_gym.autoreset import EpisodeSpec, make_vector_functions
     >>> env = load_env("CartpoleBalance", impl="jax")
-    >>> reset_fn, step_fn, _ = make_vector_functions(env, EpisodeSpec(max_steps=10))
+    >>> reset_fn, step_fn = make_vector_functions(env, EpisodeSpec(max_steps=10))[:2]
     >>> carry, first, out = jax.jit(reset_fn)(jax.random.split(jax.random.PRNGKey(0), 4))
     >>> out["obs"].shape
     (4, 5)
@@ -49,7 +49,7 @@ class EpisodeSpec:
     action_repeat: int = 1
     reward_scale: float = 1.0
     obs_key: str = "state"
-    full_reset: bool = False
+    full_reset: bool = True
 
 
 class Carry(NamedTuple):
@@ -59,6 +59,8 @@ class Carry(NamedTuple):
     elapsed: jax.Array      # int32 agent steps into the current episode
     episode_return: jax.Array  # float32 unscaled return so far
     key: jax.Array          # per-env PRNG key stream for full resets
+    pool: Any = None        # full_reset: fresh initial states not yet handed out (an mjx_env.State batch)
+    pool_used: Any = None   # full_reset: int32, every entry the number of pool states handed out so far
 
 
 def _where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -211,6 +213,9 @@ class VectorFunctions(NamedTuple):
     reset: Callable[..., Any]
     step: Callable[..., Any]
     env_state: Callable[..., Any]
+    elapsed: Callable[..., Any]
+    set_elapsed: Callable[..., Any]
+    layout: Callable[..., Any]
 
 
 def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
@@ -220,7 +225,9 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
     packed carry (see :class:`Packer`), the packed initial states replayed on autoreset (``None`` with
     ``full_reset``) and the outputs. ``step(carry, first, actions)`` takes float32 actions
     ``[num_envs, act_dim]`` and returns ``(carry, out)``; ``carry`` may be donated.
-    ``env_state(carry)`` unpacks the batched ``mjx_env.State`` (for rendering and inspection). ``out`` holds
+    ``env_state(carry)`` unpacks the batched ``mjx_env.State`` (for rendering and inspection);
+    ``elapsed(carry)`` / ``set_elapsed(carry, steps)`` read and write the agent steps into each episode;
+    ``layout(num_envs)`` gives the packed shapes (to check a saved carry before loading it). ``out`` holds
     ``obs``, and after a step also ``reward`` (scaled), ``terminated``, ``truncated``, ``final_obs``,
     ``done`` (= ``_final_obs`` = ``_episode``), ``episode_return`` (unscaled), ``episode_length``,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
@@ -289,22 +296,40 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         stream, reset_keys = split[:, 0], split[:, 1]
         state = jax.vmap(env.reset)(reset_keys)
         n = keys.shape[0]
-        carry = Carry(state, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32), stream)
+        # the pool starts empty (all n entries used): the first episode end fills it
+        pool, pool_used = (state, jnp.full((n,), n, jnp.int32)) if spec.full_reset else (None, None)
+        carry = Carry(state, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32), stream, pool, pool_used)
         return carry, state
 
-    def fresh_states(carry: Carry, done: jax.Array) -> Carry:
+    def refill_pool(carry: Carry) -> Carry:
+        """num_envs fresh initial states in one batched reset, each from a new key of one env's key stream."""
         split = jax.vmap(jax.random.split)(carry.key)
-        stream, reset_keys = split[:, 0], split[:, 1]
-        fresh = match_avals(jax.vmap(env.reset)(reset_keys), carry.env_state)
-        return carry._replace(env_state=_where(done, fresh, carry.env_state), key=stream)
+        pool = match_avals(jax.vmap(env.reset)(split[:, 1]), carry.env_state)
+        return carry._replace(key=split[:, 0], pool=pool, pool_used=jnp.zeros_like(carry.pool_used))
+
+    def fresh_states(carry: Carry, done: jax.Array) -> Carry:
+        """Hand the finished envs the pool's next unused fresh states (in env order), refilling it when short.
+
+        A reset computed for a few envs costs nearly as much as one for all of them (per-op overhead; and
+        CheetahRun settles for 200 physics steps), so fresh states are made num_envs at a time: one batched
+        reset per num_envs episode ends, however the ends are spread over the steps. Each state is used once.
+        """
+        n = done.shape[0]
+        count = jnp.sum(done, dtype=jnp.int32)
+        carry = jax.lax.cond(carry.pool_used[0] + count > n, refill_pool, lambda c: c, carry)
+
+        def hand_out(c: Carry) -> Carry:
+            entry = jnp.where(done, c.pool_used[0] + jnp.cumsum(done) - 1, 0)
+            picked = jax.tree.map(lambda x: jnp.take(x, entry, axis=0), c.pool)
+            return c._replace(env_state=_where(done, picked, c.env_state), pool_used=c.pool_used + count)
+
+        return jax.lax.cond(count > 0, hand_out, lambda c: c, carry)
 
     def logical_step(carry: Carry, first_state: Any, actions: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
         carry, out = jax.vmap(advance_one)(carry, actions)
         done = out["done"]
         if spec.full_reset:
-            # A fresh reset costs as much as a physics step or more: run it only on steps where some env
-            # finished (a batch-level cond, not a per-env select).
-            carry = jax.lax.cond(jnp.any(done), fresh_states, lambda c, _: c, carry, done)
+            carry = fresh_states(carry, done)
         else:
             replay = lambda c: c._replace(env_state=_where(done, first_state, c.env_state))  # noqa: E731
             carry = jax.lax.cond(jnp.any(done), replay, lambda c: c, carry)
@@ -343,4 +368,22 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         n = next(iter(packed_carry.values())).shape[0]
         return _layouts(n)[0].unpack(packed_carry).env_state
 
-    return VectorFunctions(reset, step, env_state)
+    def elapsed(packed_carry: dict[str, jax.Array]) -> jax.Array:
+        n = next(iter(packed_carry.values())).shape[0]
+        return _layouts(n)[0].unpack(packed_carry).elapsed
+
+    def set_elapsed(packed_carry: dict[str, jax.Array], steps: jax.Array) -> dict[str, jax.Array]:
+        packer = _layouts(steps.shape[0])[0]
+        carry = packer.unpack(packed_carry)
+        return packer.pack(carry._replace(elapsed=steps.astype(carry.elapsed.dtype)))
+
+    def layout(num_envs: int) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, Any] | None]:
+        """Shapes and dtype names of the packed carry and replay cache (``None`` with ``full_reset``)."""
+        carry_packer, first_packer = _layouts(num_envs)
+
+        def shapes(packer: Packer) -> dict[str, tuple[tuple[int, ...], str]]:
+            return {name: ((num_envs, group[-1][2]), name) for name, group in packer.groups.items()}
+
+        return shapes(carry_packer), None if first_packer is None else shapes(first_packer)
+
+    return VectorFunctions(reset, step, env_state, elapsed, set_elapsed, layout)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from playground_gym import backend
-from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, make_vector_functions
+from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, VectorFunctions, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import actions_to_jax, check_array_type, export, export_packed
 from playground_gym.loading import load_env, resolve_impl
@@ -48,6 +49,15 @@ def _bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def _plain(value: Any) -> Any:
+    """Config overrides as plain, comparable data (nested dicts, lists, scalars; anything else as its repr)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
 def _seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"seed: expected an int; got {type(value).__name__} {value!r}")
@@ -59,9 +69,9 @@ def _seed(value: Any) -> int:
 class _Compiled:
     """A loaded env and its jitted batched functions, shareable by vector envs of identical settings."""
 
-    def __init__(self, mjx_env: Any, obs_struct: Any, reset_fn: Any, step_fn: Any, env_state_fn: Any,
-                 jax_device: Any) -> None:
+    def __init__(self, mjx_env: Any, obs_struct: Any, fns: VectorFunctions, jax_device: Any) -> None:
         self.mjx_env, self.obs_struct = mjx_env, obs_struct
+        reset_fn, step_fn = fns.reset, fns.step
         self.trace_counts = {"reset": 0, "step": 0}
 
         def counted(name: str, fn: Any) -> Any:
@@ -88,7 +98,10 @@ class _Compiled:
 
         self.step_packed = jax.jit(counted("step", step_packed), donate_argnums=0, in_shardings=on_device,
                                    out_shardings=on_device)
-        self.env_state = jax.jit(env_state_fn)
+        self.env_state = jax.jit(fns.env_state)
+        self.elapsed = jax.jit(fns.elapsed)
+        self.set_elapsed = jax.jit(fns.set_elapsed, donate_argnums=0)
+        self.layout = fns.layout
 
 
 _SHARED: OrderedDict[tuple, _Compiled] = OrderedDict()  # least recently used first
@@ -119,7 +132,11 @@ class PlaygroundVectorEnv(VectorEnv):
             sees ``episode_length // action_repeat`` decisions per episode.
         reward_scale: multiplies the returned reward (``info["episode"]["r"]`` stays unscaled).
         obs_key: for dict observations, the entry returned as ``obs``.
-        full_reset: re-randomise finished envs from fresh keys instead of replaying their first state.
+        full_reset: ``True`` (default, Gymnasium semantics): a finished env starts its next episode from a fresh
+            initial state drawn from its own key stream. ``False``: it replays its cached first state
+            (upstream's default; cheaper where resets are costly and frequent, but a run then sees only
+            ``num_envs`` initial states, and envs that draw noise or commands from ``info["rng"]`` repeat
+            the same sequence every episode).
         impl: ``"auto"`` (warp on GPU, jax on CPU), ``"jax"`` or ``"warp"``.
         config_overrides: env config keys to override (nested dicts or dotted keys).
         episode_statistics: include ``info["episode"]``; turn off to use gymnasium's own
@@ -144,7 +161,7 @@ class PlaygroundVectorEnv(VectorEnv):
         action_repeat: int | None = None,
         reward_scale: float = 1.0,
         obs_key: str = "state",
-        full_reset: bool = False,
+        full_reset: bool = True,
         impl: str = "auto",
         config_overrides: Mapping[str, Any] | None = None,
         episode_statistics: bool = True,
@@ -198,6 +215,8 @@ class PlaygroundVectorEnv(VectorEnv):
         if custom_env is not None and config_overrides is not None:
             raise ValueError("config_overrides: only for Playground env names; configure an MjxEnv instance yourself")
         spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
+        self._settings = {"env_id": self.env_id, "num_envs": self.num_envs, "impl": self.impl,
+                          "episode": dataclasses.asdict(spec), "config_overrides": _plain(config_overrides)}
         # Vector envs of identical settings (e.g. a trainer's training and evaluation envs) share the loaded env and
         # its compiled functions: tracing and compiling an env step costs seconds.
         share_key = (None if custom_env is not None or config_overrides else
@@ -207,7 +226,7 @@ class PlaygroundVectorEnv(VectorEnv):
             with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
                 mjx_env = custom_env if custom_env is not None else load_env(self.env_id, self.impl, config_overrides)
                 obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
-            shared = _Compiled(mjx_env, obs_struct, *make_vector_functions(mjx_env, spec), self.jax_device)
+            shared = _Compiled(mjx_env, obs_struct, make_vector_functions(mjx_env, spec), self.jax_device)
             if share_key:
                 _SHARED[share_key] = shared
                 while len(_SHARED) > _SHARED_LIMIT:
@@ -285,6 +304,92 @@ class PlaygroundVectorEnv(VectorEnv):
         if self._carry is None:
             raise gym.error.ResetNeeded("env_state() was called before reset(): call reset() first")
         return self._env_state_jit(self._carry)
+
+    def elapsed_steps(self) -> Any:
+        """Agent steps into the current episode, per env (int32 ``(num_envs,)``, of ``array_type``)."""
+        if self._carry is None:
+            raise gym.error.ResetNeeded("elapsed_steps() was called before reset(): call reset() first")
+        return export(self._shared.elapsed(self._carry), self.array_type)
+
+    def set_elapsed_steps(self, steps: Any) -> None:
+        """Set how many agent steps each env's current episode has run, e.g. to spread the episode ends.
+
+        ``steps``: integers in ``[0, max_episode_steps)``, shape ``(num_envs,)`` (torch, numpy or JAX). An env
+        whose count reaches ``max_episode_steps`` is truncated, so random counts make the envs finish at
+        different steps instead of all at once (rsl_rl's ``init_at_random_ep_len``). The episode returns so
+        far are kept.
+
+        Raises:
+            ValueError: wrong shape or a value outside ``[0, max_episode_steps)``. TypeError: not integers.
+        """
+        if self._carry is None:
+            raise gym.error.ResetNeeded("set_elapsed_steps() was called before reset(): call reset() first")
+        if type(steps).__module__.startswith("torch"):
+            steps = steps.detach().cpu().numpy()
+        host = np.asarray(steps)
+        if host.dtype.kind not in "iu":
+            raise TypeError(f"steps: expected integers; got dtype {host.dtype}")
+        if host.shape != (self.num_envs,):
+            raise ValueError(f"steps: expected shape ({self.num_envs},); got {host.shape}")
+        if host.size and (host.min() < 0 or host.max() >= self.max_episode_steps):
+            raise ValueError(f"steps: expected values in [0, {self.max_episode_steps}); got {host.min()}..{host.max()}")
+        steps = jax.device_put(host.astype(np.int32), self.jax_device)
+        self._carry = self._shared.set_elapsed(self._carry, steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next ``step`` reads, as host (numpy) copies, so a checkpoint can continue the run exactly.
+
+        Holds the packed carry (physics state, episode counters and returns, per-env key streams), the replay
+        cache (``full_reset=False``), the seed and reset counter of ``reset()``, the action space's RNG, and the
+        settings that :meth:`load_state_dict` checks.
+
+        Example:
+            >>> envs = make_vec("CartpoleBalance", 4, device="cpu")
+            >>> _ = envs.reset(seed=0)
+            >>> saved = envs.state_dict()
+            >>> twin = make_vec("CartpoleBalance", 4, device="cpu")
+            >>> twin.load_state_dict(saved)  # twin.step(a) now equals envs.step(a)
+        """
+        if self._carry is None:
+            raise gym.error.ResetNeeded("state_dict() was called before reset(): call reset() first")
+        # np.array copies: the carry's buffers are donated to (and reused by) the next step
+        host = lambda tree: None if tree is None else {k: np.array(v) for k, v in tree.items()}  # noqa: E731
+        return {"format": 1, "settings": self._settings, "seed": self._seed, "reset_count": self._reset_count,
+                "carry": host(self._carry), "first": host(self._first),
+                "action_space_rng": self.action_space.np_random.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of envs with the same settings (env, num_envs, episode settings).
+
+        Raises:
+            ValueError: the state was saved by envs of other settings (the message names what differs), or its
+                arrays do not have this env's shapes and dtypes.
+            TypeError: ``state`` is not such a dict.
+        """
+        if not isinstance(state, Mapping) or state.get("format") != 1 or "carry" not in state:
+            raise TypeError(f"state: expected a dict from PlaygroundVectorEnv.state_dict(); got {type(state).__name__}")
+        saved = state["settings"]
+        differ = {k: (saved.get(k), v) for k, v in self._settings.items() if saved.get(k) != v}
+        if differ:
+            detail = "; ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(f"state: saved by envs of other settings ({detail})")
+        carry_layout, first_layout = self._shared.layout(self.num_envs)
+
+        def check(name: str, arrays: Any, layout: Any) -> dict[str, Any] | None:
+            if layout is None or arrays is None:
+                if (layout is None) != (arrays is None):
+                    raise ValueError(f"state: {name} expected {layout}; got {arrays!r:.80}")
+                return None
+            got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
+            if got != layout:
+                raise ValueError(f"state: {name} expected arrays {layout}; got {got}")
+            return {k: jax.device_put(np.asarray(v), self.jax_device) for k, v in arrays.items()}
+
+        carry = check("carry", state["carry"], carry_layout)
+        self._first = check("first", state["first"], first_layout)
+        self._carry = carry
+        self._seed, self._reset_count = _seed(state["seed"]), int(state["reset_count"])
+        self.action_space.np_random.bit_generator.state = state["action_space_rng"]
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """One RGB frame per env in ``render_env_ids`` of the current state (``render_mode="rgb_array"``)."""

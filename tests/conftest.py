@@ -18,7 +18,7 @@ SHORT = 5  # episode_length of the short-episode fixtures (action_repeat 1: 5 ag
 
 @pytest.fixture(scope="session")
 def short_env():
-    """CartpoleBalance, torch mode, 5-step episodes, reward scaled by 2."""
+    """CartpoleBalance, torch mode, 5-step episodes, reward scaled by 2, fresh initial states (the default)."""
     return playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT, reward_scale=2.0)
 
 
@@ -40,8 +40,9 @@ def jax_env():
 
 
 @pytest.fixture(scope="session")
-def full_reset_env():
-    return playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT, full_reset=True)
+def replay_env():
+    """Upstream's replay of each env's cached first state instead of fresh initial states."""
+    return playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT, full_reset=False)
 
 
 @pytest.fixture(scope="session")

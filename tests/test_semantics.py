@@ -21,16 +21,18 @@ def random_actions(steps, act_dim=1, seed=0, scale=1.0):
     return [scale * (2 * torch.rand(NUM_ENVS, act_dim, generator=g) - 1) for _ in range(steps)]
 
 
-def test_same_step_autoreset_and_truncation(short_env):
-    obs0, steps = rollout(short_env, random_actions(2 * SHORT + 2))
+@pytest.mark.parametrize("fixture", ["short_env", "replay_env"])
+def test_same_step_autoreset_and_truncation(fixture, request):
+    envs = request.getfixturevalue(fixture)
+    obs0, steps = rollout(envs, random_actions(2 * SHORT + 2))
     for t, (obs, reward, terminated, truncated, info) in enumerate(steps, start=1):
         finished = t % SHORT == 0
         assert torch.equal(truncated, torch.full((NUM_ENVS,), finished))
         assert not terminated.any()  # DM Control episodes end by the time limit only
         assert torch.equal(info["_final_obs"], truncated) and torch.equal(info["_episode"], truncated)
         if finished:
-            # the returned obs is already the next episode's first (the cached initial state)
-            assert torch.equal(obs, obs0)
+            # the returned obs is already the next episode's first: a fresh initial state, or (replay) the cached one
+            assert torch.equal(obs, obs0) == (fixture == "replay_env")
             assert not torch.allclose(info["final_obs"], obs)
         else:
             assert torch.equal(info["final_obs"], obs)
@@ -112,15 +114,15 @@ def test_same_seed_same_trajectory(short_env):
         assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
 
 
-def test_full_reset_rerandomises_and_keeps_statistics(full_reset_env):
-    obs0, steps = rollout(full_reset_env, random_actions(2 * SHORT))
+def test_full_reset_rerandomises_and_keeps_statistics(short_env):
+    obs0, steps = rollout(short_env, random_actions(2 * SHORT))
     first_episode_end, second_episode_end = steps[SHORT - 1], steps[2 * SHORT - 1]
     for obs, _, terminated, truncated, info in (first_episode_end, second_episode_end):
         assert truncated.all() and not terminated.any()
         assert torch.equal(info["episode"]["l"], torch.full((NUM_ENVS,), SHORT, dtype=torch.int32))
         assert not torch.allclose(obs, obs0)  # a fresh random initial state, not the cached one
     assert not torch.allclose(first_episode_end[0], second_episode_end[0])
-    rewards = torch.stack([s[1] for s in steps[SHORT: 2 * SHORT]])
+    rewards = torch.stack([s[1] for s in steps[SHORT: 2 * SHORT]]) / 2.0  # short_env scales rewards by 2
     torch.testing.assert_close(second_episode_end[4]["episode"]["r"], rewards.sum(0))
     assert not steps[SHORT][3].any()  # the flag is not carried into the next episode
 
@@ -162,3 +164,66 @@ def test_envs_of_identical_settings_share_compiled_functions_not_state(short_env
     torch.testing.assert_close(short_env.step(torch.ones(NUM_ENVS, 1))[0], again_a)
     assert not torch.allclose(stepped_a, stepped_b)
     assert short_env.trace_counts == twin.trace_counts == {"reset": 1, "step": 1}
+
+
+def test_fresh_initial_states_are_never_reused_with_spread_ends(short_env):
+    """Ends spread over the steps (some env finishes on most steps): every new episode starts from its own state."""
+    short_env.reset(seed=5)
+    short_env.set_elapsed_steps(torch.arange(NUM_ENVS) % SHORT)
+    starts = []
+    for a in random_actions(6 * SHORT, scale=0.5):
+        obs, _, _, truncated, _ = short_env.step(a)
+        starts += [tuple(row) for row in obs[truncated].tolist()]
+    assert len(starts) >= 5 * NUM_ENVS - NUM_ENVS // 2
+    assert len(set(starts)) == len(starts)
+
+
+def test_elapsed_steps_round_trip_and_bad_input(short_env):
+    short_env.reset(seed=0)
+    short_env.set_elapsed_steps(np.array([0, 1, 2, 4]))
+    assert short_env.elapsed_steps().tolist() == [0, 1, 2, 4]
+    truncated = short_env.step(torch.zeros(NUM_ENVS, 1))[3]
+    assert truncated.tolist() == [False, False, False, True]
+    with pytest.raises(ValueError, match=r"values in \[0, 5\)"):
+        short_env.set_elapsed_steps(np.array([0, 1, 2, 5]))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        short_env.set_elapsed_steps(np.zeros(3, int))
+    with pytest.raises(TypeError, match="integers"):
+        short_env.set_elapsed_steps(np.zeros(4))
+    assert short_env.trace_counts["step"] == 1
+
+
+@pytest.mark.parametrize("fixture", ["short_env", "replay_env"])
+def test_state_dict_continues_exactly(fixture, request):
+    import playground_gym
+
+    envs = request.getfixturevalue(fixture)
+    actions = random_actions(3 * SHORT, seed=4)
+    envs.reset(seed=2)
+    for a in actions[:SHORT + 2]:
+        envs.step(a)
+    saved = envs.state_dict()
+    copy = {k: v.copy() for k, v in saved["carry"].items()}
+    expected = [envs.step(a) for a in actions[SHORT + 2:]]
+    assert all(np.array_equal(copy[k], saved["carry"][k]) for k in copy)  # host copies: not aliased by later steps
+    twin = playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT,
+                                   reward_scale=envs.reward_scale, full_reset=envs.full_reset, seed=99)
+    twin.load_state_dict(saved)
+    for want, got in zip(expected, (twin.step(a) for a in actions[SHORT + 2:])):
+        for x, y in zip(want[:4], got[:4]):
+            assert torch.equal(x, y)
+        assert torch.equal(want[4]["episode"]["r"], got[4]["episode"]["r"])
+    assert twin.reset()[0].shape == (NUM_ENVS, 5) and twin._reset_count == saved["reset_count"] + 1
+    assert twin.trace_counts["step"] == 1  # loading did not recompile the step
+
+
+def test_state_dict_of_other_settings_is_a_clear_error(short_env, long_env):
+    short_env.reset(seed=0)
+    saved = short_env.state_dict()
+    with pytest.raises(ValueError, match=r"episode: saved .*'max_steps': 5.*here .*'max_steps': 15"):
+        long_env.load_state_dict(saved)
+    with pytest.raises(TypeError, match="state_dict"):
+        long_env.load_state_dict({"carry": {}})
+    bad = {**saved, "carry": {k: v[:2] for k, v in saved["carry"].items()}}
+    with pytest.raises(ValueError, match="carry expected arrays"):
+        short_env.load_state_dict(bad)

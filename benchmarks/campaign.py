@@ -18,7 +18,7 @@ Presets (flags per script in PRESET_FLAGS below; --total-timesteps and extra fla
   ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (1.31M steps, 64 envs x 8 unrolls x 32 steps).
 - ``paper``: GPU scale as in SLM-Lab's published Playground campaign: all envs (DM Control, plus locomotion and
   manipulation when mujoco_menagerie is available), 4 seeds, 100M env steps per run; ppo_continuous/ppo_tanh with 2048
-  envs x 480 steps per update (Brax's 1024 x 32 x 30 = 983,040 steps), 32 minibatches x 16 epochs, 128 eval envs;
+  envs x 480 steps per update (Brax's 1024 x 32 x 30 = 983,040 steps), 32 minibatches x 16 epochs, 2048 eval envs;
   ppo_multiunroll with the official Brax config (``--preset official``).
 
 Output layout under ``--out``: ``runs/<env>/<script>/seed<k>/<env>__<exp>__<k>__<time>/`` (trainer run folders),
@@ -83,13 +83,13 @@ DM_CONTROL_ENVS = (
 )
 COMMON_FLAGS = ("--torch-threads", "1")  # every run: one torch thread (JAX takes the rest of the cores)
 
-# --num-eval-envs = --num-envs: the eval envs reuse the training envs' compiled step (a second shape costs a second
+# The eval envs default to --num-envs, so they reuse the training envs' compiled step (a second shape costs a second
 # JIT compile, ~50 s on PointMass here); 100-step episodes so that episodes end within the 4 updates.
 _CLEANRL_SMOKE = ("--total-timesteps", "4096", "--num-envs", "16", "--num-steps", "64", "--num-minibatches", "4",
-                  "--update-epochs", "1", "--num-eval-envs", "16", "--eval-interval", "2", "--episode-length", "100",
+                  "--update-epochs", "1", "--eval-interval", "2", "--episode-length", "100",
                   "--checkpoint-interval", "0")
 _CLEANRL_PAPER = ("--total-timesteps", "100000000", "--num-envs", "2048", "--num-steps", "480",
-                  "--num-minibatches", "32", "--update-epochs", "16", "--num-eval-envs", "128", "--eval-interval", "10")
+                  "--num-minibatches", "32", "--update-epochs", "16", "--eval-interval", "10")
 # Flags of each preset per script; "*" is the fallback for scripts not listed (e.g. custom trainers in --scripts-dir).
 PRESET_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
     "smoke": {
@@ -98,7 +98,7 @@ PRESET_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
         # 16 x 4 = 64 segments of 16 steps per update = 4 unrolls of 16 envs = 1024 steps; 4 updates
         "ppo_multiunroll": ("--preset", "cpu", "--total-timesteps", "4096", "--num-envs", "16", "--unroll-length",
                             "16", "--batch-size", "16", "--num-minibatches", "4", "--num-updates-per-batch", "1",
-                            "--num-eval-envs", "16", "--eval-interval", "2", "--episode-length", "100",
+                            "--eval-interval", "2", "--episode-length", "100",
                             "--checkpoint-interval", "0"),
         "*": ("--total-timesteps", "4096"),
     },

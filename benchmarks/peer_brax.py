@@ -44,11 +44,13 @@ def resolved_config(env_id: str, preset: str, total_timesteps: int | None, extra
     sys.path.insert(0, str(ROOT / "tests"))
     from trainer_harness import load_trainer
 
+    from playground_gym import experiment
+
     ppo = load_trainer("ppo_multiunroll")
     argv = ["--env-id", env_id, "--preset", preset, *extra]
     if total_timesteps:
         argv += ["--total-timesteps", str(total_timesteps)]
-    args, _ = ppo.resolve_args(ppo.parse_args(argv))
+    args, _ = experiment.resolve_args(experiment.parse_args(ppo.Args, argv))
     cfg = vars(args)
     _, cfg["steps_per_update"] = ppo.rollout_shape(args.num_envs, args.batch_size, args.num_minibatches,
                                                    args.unroll_length)

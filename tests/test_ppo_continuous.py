@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer, tiny_run_in
+from playground_gym import experiment
+from trainer_harness import (SUMMARY_FIELDS, TINY, TRAINERS, killed_and_resumed_matches, load_trainer, run_dirs,
+                             run_trainer, tiny_run_in)
 
 SCRIPT = TRAINERS / "ppo_continuous.py"
 
@@ -41,7 +43,7 @@ def test_import_has_no_side_effects(tmp_path):
 
 
 def test_pieces_importable(ppo):
-    for name in ("Args", "Agent", "RunningMeanStd", "compute_gae_truncation", "evaluate", "scores", "main"):
+    for name in ("Args", "Agent", "compute_gae_truncation", "rollout", "update", "main"):
         assert hasattr(ppo, name)
     agent = ppo.Agent(5, 2, (8,), (16, 16), "tanh", 0.0, (-5.0, 1.0))
     action, logprob, entropy, value = agent.get_action_and_value(torch.zeros(3, 5))
@@ -82,28 +84,6 @@ def test_gae_without_episode_ends_matches_standard(ppo):
     assert torch.allclose(adv, expected, atol=1e-5)
 
 
-def test_welford_matches_numpy(ppo):
-    rng = np.random.default_rng(0)
-    rms = ppo.RunningMeanStd((4,))
-    batches = [rng.normal(loc=[1.0, -3.0, 100.0, 0.0], scale=[1.0, 0.1, 10.0, 5.0], size=(n, 4)) for n in (1, 7, 300, 64)]
-    for b in batches:
-        rms.update(torch.as_tensor(b, dtype=torch.float32))
-    data = np.concatenate(batches).astype(np.float32).astype(np.float64)
-    np.testing.assert_allclose(rms.mean.numpy(), data.mean(0), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(rms.var.numpy(), data.var(0), rtol=1e-6, atol=1e-8)
-    assert rms.count.item() == len(data)
-    x = torch.as_tensor(data[:5], dtype=torch.float32)
-    expected = np.clip((data[:5] - data.mean(0)) / np.sqrt(data.var(0) + 1e-8), -10, 10)
-    np.testing.assert_allclose(rms.normalize(x).numpy(), expected, rtol=1e-4, atol=1e-4)
-    assert set(rms.state_dict()) == {"mean", "var", "count"}
-
-
-def test_scores(ppo):
-    history = [{"step": i, "return": r} for i, r in enumerate([10.0, 20.0, 60.0])]
-    assert ppo.scores(history, 5.0) == {"strength": 25.0, "final_strength": 55.0, "total_reward_ma": 30.0}
-    assert ppo.scores(history, None)["strength"] is None
-
-
 @pytest.mark.parametrize("argv, fragment", [
     (["--num-envs", "-4"], "--num-envs"),
     (["--env-id", "CartpoleBalanc"], "CartpoleBalance"),
@@ -129,9 +109,9 @@ def test_bad_cli_input_exits_with_one_line(tmp_path):
 
 
 def test_user_gamma_wins_over_official(ppo):
-    args, sources = ppo.resolve_args(ppo.Args(env_id="FingerSpin", gamma=0.9))
+    args, sources = experiment.resolve_args(ppo.Args(env_id="FingerSpin", gamma=0.9))
     assert args.gamma == 0.9 and sources["gamma"] == "user"
-    args, sources = ppo.resolve_args(ppo.Args(env_id="playground/PendulumSwingup"))
+    args, sources = experiment.resolve_args(ppo.Args(env_id="playground/PendulumSwingup"))
     assert args.env_id == "PendulumSwingup" and args.action_repeat == 4 and sources["action_repeat"] != "user"
     assert args.gamma == 0.995
 
@@ -145,6 +125,7 @@ def test_tiny_run_writes_everything(tiny_run):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert SUMMARY_FIELDS <= set(summary)
     assert summary["env_steps"] == 4096 and len(summary["eval_history"]) == 2
+    assert summary["env_trace_counts"] == {"reset": 1, "step": 1}  # evaluation shares the training envs' step
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
     assert summary["total_reward_ma"] == np.mean([e["return"] for e in summary["eval_history"]])
     # the random-policy baseline was measured with official episode lengths, not 100 steps: no strength here
@@ -160,6 +141,10 @@ def test_tiny_run_writes_everything(tiny_run):
     for tag in ("charts/episodic_return", "charts/SPS", "losses/value_loss", "losses/approx_kl", "eval/episodic_return"):
         assert tag in tags
     assert "hyperparameters/text_summary" in acc.Tags()["tensors"]
+
+
+def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
+    killed_and_resumed_matches(SCRIPT, TINY, tmp_path, tiny_run[1])
 
 
 def test_resume_continues_step_counter(tiny_run):

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_harness import (SUMMARY_FIELDS, TINY_MULTIUNROLL, TRAINERS, load_trainer, run_dirs, run_trainer,
-                             tiny_run_in)
+from playground_gym import experiment
+from trainer_harness import (SUMMARY_FIELDS, TINY_MULTIUNROLL, TRAINERS, killed_and_resumed_matches, load_trainer,
+                             run_dirs, run_trainer, tiny_run_in)
 
 SCRIPT = TRAINERS / "ppo_multiunroll.py"
 TINY = TINY_MULTIUNROLL
@@ -127,12 +128,12 @@ def test_rollout_shape_rejects_indivisible(ppo):
 
 
 def test_defaults_are_official_and_cpu_preset(ppo):
-    args, sources = ppo.resolve_args(ppo.Args(env_id="FingerSpin"))
+    args, sources = experiment.resolve_args(ppo.Args(env_id="FingerSpin"))
     assert (args.num_envs, args.batch_size, args.num_minibatches, args.num_updates_per_batch) == (2048, 1024, 32, 16)
     assert (args.unroll_length, args.learning_rate, args.ent_coef, args.clip_coef) == (30, 1e-3, 1e-2, 0.3)
     assert (args.gamma, args.reward_scaling, args.max_grad_norm, args.total_timesteps) == (0.95, 10.0, 0.0, 60_000_000)
     assert args.critic_hidden_sizes == (256,) * 5 and sources["gamma"] == "official_config['discounting']"
-    args, sources = ppo.resolve_args(ppo.Args(preset="cpu", num_minibatches=4))
+    args, sources = experiment.resolve_args(ppo.Args(preset="cpu", num_minibatches=4))
     assert sources["num_envs"] == "preset 'cpu'" and sources["num_minibatches"] == "user"
     assert (args.num_envs, args.batch_size, args.num_minibatches) == (ppo.CPU_PRESET["num_envs"],
                                                                        ppo.CPU_PRESET["batch_size"], 4)
@@ -192,7 +193,7 @@ def test_tiny_run_writes_everything(tiny_run):
     assert summary["env_steps"] == updates * TINY_STEPS_PER_UPDATE == 4096 and len(summary["eval_history"]) == 4
     assert [e["step"] for e in summary["eval_history"]] == [1024, 2048, 3072, 4096]
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
-    assert summary["nan_skipped_updates"] == 0
+    assert summary["nan_skipped_updates"] == 0 and summary["env_trace_counts"] == {"reset": 1, "step": 1}
     assert summary["args"]["actor_hidden_sizes"] == [32] * 4 and summary["args"]["batch_size"] == 8
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert {"agent", "optimizer", "obs_rms", "rng", "global_step", "iteration"} <= set(ckpt)
@@ -207,6 +208,10 @@ def test_tiny_run_writes_everything(tiny_run):
                 "losses/approx_kl", "eval/episodic_return"):
         assert tag in tags
     assert all(math.isfinite(e.value) for e in acc.Scalars("losses/value_loss"))
+
+
+def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
+    killed_and_resumed_matches(SCRIPT, TINY, tmp_path, tiny_run[1], kill_at=4)
 
 
 def test_resume_continues_step_counter(tiny_run):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer_harness import SUMMARY_FIELDS, TINY, TRAINERS, load_trainer, run_dirs, run_trainer, tiny_run_in
+from trainer_harness import (SUMMARY_FIELDS, TINY, TRAINERS, killed_and_resumed_matches, load_trainer, run_dirs,
+                             run_trainer, tiny_run_in)
 
 SCRIPT = TRAINERS / "ppo_tanh.py"
 
@@ -149,8 +150,7 @@ def test_sample_and_mode(ppo):
 # --- the agent ------------------------------------------------------------------------------------------------------
 
 def test_pieces_importable(ppo):
-    for name in ("Args", "Agent", "NormalTanh", "RunningMeanStd", "compute_gae_truncation", "evaluate", "scores",
-                 "main"):
+    for name in ("Args", "Agent", "NormalTanh", "compute_gae_truncation", "rollout", "update", "main"):
         assert hasattr(ppo, name)
     agent = ppo.Agent(5, 2, (8,), (16, 16), "silu")
     pre_tanh, logprob, entropy, value = agent.get_action_and_value(torch.zeros(3, 5))
@@ -248,7 +248,7 @@ def test_tiny_run_writes_everything(tiny_run):
     assert SUMMARY_FIELDS <= set(summary)
     assert summary["env_steps"] == 4096 and len(summary["eval_history"]) == 2
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
-    assert summary["nan_skipped_updates"] == 0
+    assert summary["nan_skipped_updates"] == 0 and summary["env_trace_counts"] == {"reset": 1, "step": 1}
     assert summary["args"]["actor_hidden_sizes"] == [32] * 4 and summary["args"]["init"] == "lecun_uniform"
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert {"agent", "optimizer", "obs_rms", "rng", "global_step", "iteration"} <= set(ckpt)
@@ -261,6 +261,10 @@ def test_tiny_run_writes_everything(tiny_run):
     for tag in ("charts/episodic_return", "charts/SPS", "losses/value_loss", "losses/entropy", "eval/episodic_return"):
         assert tag in tags
     assert all(math.isfinite(e.value) for e in acc.Scalars("losses/entropy"))
+
+
+def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
+    killed_and_resumed_matches(SCRIPT, TINY, tmp_path, tiny_run[1])
 
 
 def test_resume_continues_step_counter(tiny_run):

@@ -1,0 +1,603 @@
+"""The run plumbing of the ``cleanrl_ppo`` trainers: command line, per-env defaults, seeds, envs, evaluation,
+checkpoints that resume exactly, TensorBoard, progress and ``summary.json``.
+
+A trainer keeps the algorithm in its own file (its ``Args`` fields, Agent and distribution, GAE, rollout, loss and
+update) and hands the rest to an :class:`Experiment`:
+
+    run = Experiment(Args, argv)                       # parse, resolve per-env defaults, seed, run folder
+    envs = run.make_envs(args.num_envs)                # training envs; the eval envs share their compiled step
+    agent, optimizer, obs_rms = ...
+    next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms)   # a fresh reset, or the checkpoint
+    for iteration in run.iterations(num_iterations):
+        ...                                            # rollout and update: device work only, no host sync
+        run.end_iteration(iteration, steps, next_obs, metrics, act)           # eval, one log transfer, checkpoint
+    run.finish(act)                                    # model, video, summary.json
+
+Everything a checkpoint holds is what the next update reads (modules, optimizer, normalisers, the env state, the
+last observation, every RNG, counters, accumulators, evaluation history, the learning-rate schedule), so a run
+killed after a checkpoint and resumed with ``--resume`` ends bit-identical to the uninterrupted run (on CPU; on CUDA
+as far as its kernels are deterministic).
+
+Example:
+    >>> from playground_gym.experiment import derive_seed
+    >>> derive_seed(1, "eval", 10) != derive_seed(6, "eval", 5)  # additive offsets would collide here
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+import playground_gym
+from playground_gym.baselines import random_policy_return
+
+__all__ = ["CLIError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
+           "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
+
+CHECKPOINT_FORMAT = 2
+
+
+class CLIError(Exception):
+    """Bad command-line input: reported as one line and exit code 2 (see :func:`cli`)."""
+
+
+@dataclass
+class ExperimentArgs:
+    """The flags every trainer shares; a trainer's ``Args`` extends it with the algorithm's own."""
+
+    exp_name: str = "experiment"
+    """the name of this experiment (part of the run folder's name; a trainer's default is its file name)"""
+    seed: int = 1
+    """seed of torch, numpy, random and (through derive_seed) the envs; the same seed on CPU gives the same run"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    torch_threads: int | None = None
+    """torch's CPU threads; None = torch's default (all cores)"""
+    device: str | None = None
+    """'cpu', 'cuda' or 'cuda:N' for envs, networks and storage; None = JAX's GPU if it has one, else CPU"""
+    pin_jax_cpu: bool = True
+    """CPU runs: step the envs on one core with a one-thread JAX, torch keeping every core (backend.pin_jax_cpu)"""
+    runs_dir: str = "runs"
+    """parent folder of the run folders"""
+    capture_video: bool = False
+    """render one deterministic evaluation episode at the end to <run>/videos/ (mp4 with ffmpeg, else gif)"""
+    save_model: bool = False
+    """save the final model (agent + normalisers) to <run>/<exp_name>.cleanrl_model"""
+    checkpoint_interval: int = 10
+    """write <run>/checkpoint.pt every this many updates and at the end (0 = only with --save-model, at the end)"""
+    resume: str | None = None
+    """a checkpoint.pt (or its run folder) to continue exactly, with its saved args (--device and a longer
+    --total-timesteps may be given)"""
+    env_id: str = "CartpoleBalance"
+    """a Playground env id, with or without the `playground/` prefix (see playground_gym.list_envs())"""
+    full_reset: bool = True
+    """every episode starts from a fresh initial state; --no-full-reset replays each env's first state (upstream)"""
+    episode_length: int | None = None
+    """physics control steps per episode; None = the env's official value (1000 on DM Control)"""
+    action_repeat: int | None = None
+    """control steps per agent decision; None = the env's official value (e.g. 4 for PendulumSwingup)"""
+    eval_interval: int = 5
+    """evaluate every this many updates and at the end (0 = only at the end)"""
+    num_eval_envs: int | None = None
+    """envs (one full episode each) per evaluation; None = --num-envs, so they share the training envs' compiled step"""
+    eval_stochastic: bool = False
+    """evaluate with sampled actions instead of the deterministic action"""
+    log_interval: int = 1
+    """write scalars and progress every this many updates (the only time values leave the device)"""
+
+    # field -> official_config key of the fields that None resolves per env; trainers extend it
+    per_env_defaults: ClassVar[dict[str, str]] = {"episode_length": "episode_length",
+                                                  "action_repeat": "action_repeat"}
+    # name -> {field: value}: what --preset NAME gives the None fields before official_config does
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message if it fails) of the resolved args; trainers add their own."""
+        return [
+            (self.episode_length > 0 and self.action_repeat > 0 and self.episode_length >= self.action_repeat,
+             f"--episode-length ({self.episode_length}) and --action-repeat ({self.action_repeat}) must be > 0 with "
+             f"episode_length >= action_repeat"),
+            (self.num_eval_envs is None or self.num_eval_envs > 0,
+             f"--num-eval-envs must be > 0; got {self.num_eval_envs}"),
+            (min(self.eval_interval, self.checkpoint_interval) >= 0 and self.log_interval > 0,
+             "--eval-interval and --checkpoint-interval must be >= 0, --log-interval > 0"),
+            (self.seed >= 0, f"--seed must be >= 0; got {self.seed}"),
+        ]
+
+
+def parse_args(args_type: type, argv: list[str] | None = None) -> Any:
+    """tyro's parser, but an error is one line (tyro prints a multi-line box) raised as :class:`CLIError`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        return tyro.cli(args_type, args=argv)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            return tyro.cli(args_type, args=argv)
+    except SystemExit as e:
+        lines = [ln.strip(" │╭╮╰╯─") for ln in buf.getvalue().splitlines()]
+        lines = [ln for ln in lines if ln and set(ln) - set("-─ ")]
+        raise CLIError(lines[1] if len(lines) > 1 else (lines[0] if lines else f"invalid arguments (code {e.code})"))
+
+
+def resolve_args(args: Any) -> tuple[Any, dict[str, str]]:
+    """Fill the None per-env fields (preset first, then official_config) and run ``args.checks()``.
+
+    Returns ``(args, sources)``: ``sources[field]`` says where each per-env value came from ("user",
+    "preset 'cpu'", "official_config['discounting']").
+
+    Raises:
+        CLIError: an unknown env id, or a failed check (the message names the flag and the value).
+    """
+    try:
+        config = playground_gym.official_config(args.env_id)
+    except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+    args.env_id = config["env_id"]
+    preset = type(args).presets.get(getattr(args, "preset", None), {})
+    sources = {}
+    for field, key in type(args).per_env_defaults.items():
+        if getattr(args, field) is not None:
+            sources[field] = "user"
+        elif field in preset:
+            sources[field] = f"preset {args.preset!r}"
+            setattr(args, field, preset[field])
+        else:
+            sources[field] = f"official_config[{key!r}]"
+            setattr(args, field, config[key])
+    for field in dataclasses.fields(args):  # tyro gives lists for tuple fields read back from JSON
+        if isinstance(getattr(args, field.name), list):
+            setattr(args, field.name, tuple(getattr(args, field.name)))
+    for ok, message in args.checks():
+        if not ok:
+            raise CLIError(message)
+    return args, sources
+
+
+def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """An independent seed for (``seed``, ``purpose``, ``index``) by numpy's SeedSequence (a key split).
+
+    Additive offsets collide across runs (seed 1 at iteration 10 would share evaluation states with seed 6 at
+    iteration 5); spawn keys do not.
+
+    Example:
+        >>> derive_seed(1, "train") == derive_seed(1, "train") != derive_seed(1, "eval")
+        True
+    """
+    sequence = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(purpose.encode()), index))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance over batches (Chan et al.'s parallel Welford update), on the device in float64.
+
+    The statistics are buffers, so they travel with ``state_dict()`` into checkpoints. A batch with a non-finite
+    value is skipped (without a host sync), so one bad batch cannot poison every later normalisation.
+
+    Example:
+        >>> rms = RunningMeanStd((2,))
+        >>> rms.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
+        >>> rms.mean.tolist(), rms.var.tolist()
+        ([2.0, 4.0], [1.0, 4.0])
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-8, clip: float = 10.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.epsilon, self.clip = epsilon, clip
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch ``x`` of shape (n, *shape) into the statistics (no host sync)."""
+        x = x.reshape((-1,) + self.mean.shape).to(torch.float64)
+        n = x.shape[0]
+        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
+        finite = torch.isfinite(x).all()
+        self.mean.copy_(torch.where(finite, self.mean + delta * n / total, self.mean))
+        self.var.copy_(torch.where(finite, m2 / total, self.var))
+        self.count.copy_(torch.where(finite, total, self.count))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        std = torch.sqrt(self.var + self.epsilon)
+        return ((x - self.mean) / std).clamp(-self.clip, self.clip).to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * torch.sqrt(self.var + self.epsilon) + self.mean).to(x.dtype)
+
+
+def scores(eval_history: list[dict[str, Any]], baseline: float | None) -> dict[str, float | None]:
+    """DESIGN.md's benchmark scores over the evaluation checkpoints (eval returns)."""
+    returns = [e["return"] for e in eval_history]
+    if not returns:
+        return {"strength": None, "final_strength": None, "total_reward_ma": None}
+    return {
+        "strength": None if baseline is None else float(np.mean(returns) - baseline),
+        "final_strength": None if baseline is None else float(returns[-1] - baseline),
+        "total_reward_ma": float(np.mean(returns[-100:])),
+    }
+
+
+def anneal_fraction(segment: tuple[int, float, int], iteration: int) -> float:
+    """Linear annealing to 0: ``segment = (start, fraction at start, last iteration)``.
+
+    A run of N updates has the segment ``(0, 1.0, N)``, so ``iteration`` k (1-based) trains at ``(N - k + 1) / N`` of
+    the initial rate (CleanRL's schedule).
+
+    Example:
+        >>> [anneal_fraction((0, 1.0, 4), k) for k in (1, 2, 3, 4)]
+        [1.0, 0.75, 0.5, 0.25]
+    """
+    start, fraction, end = segment
+    return fraction * (end - iteration + 1) / (end - start)
+
+
+def extend_schedule(segment: tuple[int, float, int], iteration: int, new_end: int) -> tuple[int, float, int]:
+    """The schedule of a run resumed after ``iteration`` with a new last iteration ``new_end``: it goes on from the
+    fraction that ``iteration`` used down to 0 at the new end, so the learning rate never jumps back up.
+
+    Example:
+        >>> extended = extend_schedule((0, 1.0, 4), 2, 8)  # 2 of 4 updates done (0.75 used last), now 8 in all
+        >>> [round(anneal_fraction(extended, k), 4) for k in range(3, 9)]
+        [0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    """
+    return (iteration, anneal_fraction(segment, iteration), new_end)
+
+
+Act = Callable[[torch.Tensor, bool], torch.Tensor]  # act(raw_obs, deterministic) -> actions for envs.step
+
+
+@torch.no_grad()
+def evaluate(act: Act, eval_envs: Any, seed: int, stochastic: bool = False) -> float:
+    """One full episode in each eval env (all start together, so all end within max_episode_steps); mean return."""
+    obs, _ = eval_envs.reset(seed=seed)
+    returns = torch.zeros(eval_envs.num_envs, device=eval_envs.device)
+    finished = torch.zeros(eval_envs.num_envs, dtype=torch.bool, device=eval_envs.device)
+    for _ in range(eval_envs.max_episode_steps):
+        obs, _, _, _, info = eval_envs.step(act(obs, not stochastic))
+        first = info["_episode"] & ~finished
+        returns = torch.where(first, info["episode"]["r"], returns)
+        finished |= first
+    return returns.mean().item()
+
+
+@torch.no_grad()
+def capture_video(act: Act, envs: Any, path: str, seed: int) -> str | None:
+    """Render one deterministic episode with the MjxEnv's own renderer (MuJoCo's CPU renderer via MUJOCO_GL)."""
+    import jax
+
+    env = envs.mjx_env
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    state = reset(jax.random.PRNGKey(seed))
+    trajectory = [state]
+    for _ in range(envs.max_episode_steps):
+        obs = state.obs[envs.obs_key] if isinstance(state.obs, dict) else state.obs
+        action = act(torch.as_tensor(np.array(obs), device=envs.device)[None], True)
+        action = jax.numpy.asarray(action[0].clamp(-1, 1).cpu().numpy())
+        for _ in range(envs.action_repeat):
+            state = step(state, action)
+        trajectory.append(state)
+        if float(state.done) > 0:
+            break
+    has_ffmpeg = shutil.which("ffmpeg") is not None
+    fps = 1.0 / (float(env.dt) * envs.action_repeat)
+    stride = max(1, round(fps / (30 if has_ffmpeg else 15)))  # GIFs get fewer frames to stay a few MB
+    try:
+        frames = env.render(trajectory[::stride], height=240, width=320)
+    except Exception as e:  # no usable OpenGL backend (EGL/OSMesa libraries missing, no display for GLFW)
+        print(f"capture_video: rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} ({type(e).__name__}: "
+              f"{e}); install EGL or OSMesa and set MUJOCO_GL=egl or MUJOCO_GL=osmesa. Skipping the video.")
+        return None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if has_ffmpeg:
+        import mediapy
+
+        mediapy.write_video(path + ".mp4", frames, fps=fps / stride)
+        return path + ".mp4"
+    from PIL import Image
+
+    images = [Image.fromarray(np.asarray(f)) for f in frames]
+    images[0].save(path + ".gif", save_all=True, append_images=images[1:], duration=int(1000 * stride / fps), loop=0)
+    return path + ".gif"
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class Experiment:
+    """One training run's plumbing; see the module docstring for the life cycle.
+
+    Args:
+        args_type: the trainer's ``Args`` (an :class:`ExperimentArgs` dataclass).
+        argv: command-line arguments (``None`` = ``sys.argv[1:]``).
+        start_time: when the run's wall time starts (the trainer's import time: imports and compiles count).
+
+    Attributes:
+        args, sources: the resolved args and where each per-env value came from.
+        run_dir: ``<runs_dir>/<env>__<exp_name>__<seed>__<unix time>`` (a resumed run's own folder).
+        resumed: the loaded checkpoint, or ``None``.
+        global_step: env steps so far; ``episode_stats``: device (3,) sum of returns, lengths and count of
+            finished episodes since the last log; ``nonfinite_updates``: device count of skipped SGD steps.
+    """
+
+    def __init__(self, args_type: type, argv: list[str] | None = None, start_time: float | None = None) -> None:
+        self.start_time = start_time or time.time()
+        args = parse_args(args_type, argv)
+        self.resumed: dict[str, Any] | None = None
+        self.extended_from: int | None = None
+        if args.resume:
+            path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
+            if not os.path.isfile(path):
+                raise CLIError(f"--resume: no checkpoint at {path!r}")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            if checkpoint.get("format") != CHECKPOINT_FORMAT:
+                raise CLIError(f"--resume: {path} is a checkpoint of an older version (format "
+                               f"{checkpoint.get('format', 1)}, expected {CHECKPOINT_FORMAT}); it cannot continue exactly")
+            given = sys.argv[1:] if argv is None else argv  # flags that may change on resume: device, total_timesteps
+            extend = any(a.split("=")[0] in ("--total-timesteps", "--total_timesteps") for a in given)
+            saved = checkpoint["args"]
+            if extend and args.total_timesteps != saved["total_timesteps"]:
+                if args.total_timesteps < checkpoint["global_step"]:
+                    raise CLIError(f"--total-timesteps ({args.total_timesteps}) must be >= the checkpoint's "
+                                   f"{checkpoint['global_step']} steps to continue it")
+                self.extended_from = saved["total_timesteps"]
+            args = args_type(**{**saved, "resume": args.resume, "device": args.device,
+                                **({"total_timesteps": args.total_timesteps} if extend else {})})
+            args, _ = resolve_args(args)  # tuples from JSON lists; values are all set, so nothing is overridden
+            self.sources, self.run_dir, self.resumed = checkpoint["sources"], os.path.dirname(os.path.abspath(path)), \
+                checkpoint
+            print(f"resume: continuing from step {checkpoint['global_step']} with the checkpoint's saved args")
+        else:
+            args, self.sources = resolve_args(args)
+            self.run_dir = os.path.join(args.runs_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__"
+                                                       f"{int(self.start_time)}")
+        self.args = args
+        print(f"{'resuming' if self.resumed else 'run'}: {self.run_dir}")
+        print("resolved per-env settings: " + ", ".join(f"{k}={getattr(args, k)} ({v})" for k, v in self.sources.items()))
+        print("args: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
+
+        # TRY NOT TO MODIFY: seeding
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+        if args.pin_jax_cpu and (cpu := playground_gym.backend.pin_jax_cpu(args.device)) is not None:
+            print(f"CPU run: JAX's env steps pinned to CPU {cpu} (one thread), torch on {torch.get_num_threads()} threads")
+        torch.set_flush_denormal(True)  # as XLA on CPU: denormal gradients made backward passes up to ~10x slower here
+
+        self.global_step, self.start_iteration, self.eval_history = 0, 0, []
+        self.prior_wall, self.last_return = 0.0, float("nan")
+        self.lr_segment: tuple[int, float, int] | None = None  # (iteration, learning rate there, last iteration)
+        self.envs: Any = None
+        self.eval_envs: Any = None
+        self._modules: dict[str, Any] = {}
+
+    # -- envs and start ---------------------------------------------------------------------------------------------
+
+    def make_envs(self, num_envs: int, **env_kwargs: Any) -> Any:
+        """The training envs (seeded by derive_seed(seed, "train")) and ``self.eval_envs``, of identical settings
+        unless --num-eval-envs differs, so they share one compiled step. ``env_kwargs`` go to both (e.g. a
+        ``reward_scale``: evaluation reads the unscaled episode returns)."""
+        args = self.args
+        kwargs = dict(device=args.device, episode_length=args.episode_length, action_repeat=args.action_repeat,
+                      full_reset=args.full_reset, quiet=True, **env_kwargs)
+        num_eval_envs = args.num_eval_envs or num_envs
+        if num_eval_envs != num_envs:
+            print(f"note: --num-eval-envs {num_eval_envs} != {num_envs} training envs: evaluation compiles its own step")
+        try:
+            self.envs = playground_gym.make_vec(args.env_id, num_envs, seed=derive_seed(args.seed, "train"), **kwargs)
+            self.eval_envs = playground_gym.make_vec(args.env_id, num_eval_envs, seed=derive_seed(args.seed, "eval"),
+                                                     **kwargs)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CLIError(str(e)) from None
+        self.device = self.envs.device
+        self.episode_stats = torch.zeros(3, device=self.device)
+        self.nonfinite_updates = torch.zeros((), device=self.device)
+        self.baseline = self._baseline()
+        return self.envs
+
+    def _baseline(self) -> float | None:
+        args = self.args
+        try:
+            baseline = random_policy_return(args.env_id)
+            official = playground_gym.official_config(args.env_id)
+        except ValueError as e:
+            print(f"note: strength scores unavailable: {e}")
+            return None
+        if (args.episode_length, args.action_repeat) != (official["episode_length"], official["action_repeat"]):
+            print(f"note: strength scores unavailable: the random-policy return of {args.env_id} was measured with the "
+                  f"official episode_length/action_repeat, not {args.episode_length}/{args.action_repeat}")
+            return None
+        return baseline
+
+    def start(self, **modules: Any) -> torch.Tensor:
+        """Register what a checkpoint saves (modules and optimizers: anything with ``state_dict``) and return the
+        first observations: the training envs' fresh reset, or, resuming, every saved state put back exactly."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._modules = modules
+        if self.resumed is None:
+            next_obs, _ = self.envs.reset(seed=derive_seed(self.args.seed, "train"))
+            self.writer = SummaryWriter(self.run_dir)
+            self.writer.add_text("hyperparameters", "|param|value|source|\n|-|-|-|\n" + "\n".join(
+                f"|{k}|{v}|{self.sources.get(k, 'default or flag')}|" for k, v in vars(self.args).items()))
+            return next_obs
+        c = self.resumed
+        for name, module in modules.items():
+            module.load_state_dict(c[name])
+        self.envs.load_state_dict(c["envs"])
+        self.episode_stats.copy_(c["episode_stats"])
+        self.nonfinite_updates.copy_(c["nonfinite_updates"])
+        self.global_step, self.start_iteration, self.eval_history = c["global_step"], c["iteration"], c["eval_history"]
+        self.prior_wall, self.last_return, self.lr_segment = c["wall_time"], c["last_return"], c["lr_segment"]
+        _set_rng_states(c["rng"])
+        # purge_step drops events a killed run wrote after its last checkpoint, so curves do not overlap
+        self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1)
+        return c["next_obs"].to(self.device)
+
+    def iterations(self, num_iterations: int) -> Iterator[int]:
+        """The updates still to run, 1-based; a progress bar follows ``global_step``."""
+        from tqdm import tqdm
+
+        self.num_iterations = num_iterations
+        if self.lr_segment is None:
+            self.lr_segment = (0, 1.0, num_iterations)
+        elif self.extended_from is not None and self.lr_segment[2] != num_iterations:
+            self.lr_segment = extend_schedule(self.lr_segment, self.start_iteration, num_iterations)
+        self.session_start_step, self.session_start_time = self.global_step, time.time()
+        self.progress = tqdm(total=self.args.total_timesteps, initial=self.global_step, unit="step", file=sys.stdout,
+                             disable=not sys.stdout.isatty(), dynamic_ncols=True)
+        return iter(range(self.start_iteration + 1, num_iterations + 1))
+
+    def lr_fraction(self, iteration: int) -> float:
+        """The fraction of the initial learning rate that linear annealing uses at ``iteration`` (1-based)."""
+        return anneal_fraction(self.lr_segment, iteration)
+
+    # -- per update -------------------------------------------------------------------------------------------------
+
+    def end_iteration(self, iteration: int, steps: int, next_obs: torch.Tensor, metrics: Mapping[str, Any],
+                      act: Act) -> None:
+        """After an update of ``steps`` env steps: evaluate, log (one device-to-host transfer), checkpoint.
+
+        ``metrics``: TensorBoard tag -> device tensor or number, read only on log intervals.
+        ``act(raw_obs, deterministic)``: the policy evaluated.
+        """
+        args = self.args
+        self.global_step += steps
+        last = iteration == self.num_iterations
+        if (args.eval_interval and iteration % args.eval_interval == 0) or last:
+            eval_return = evaluate(act, self.eval_envs, derive_seed(args.seed, "eval", iteration), args.eval_stochastic)
+            wall = self.wall_time()
+            self.eval_history.append({"step": self.global_step, "wall_time": round(wall, 2), "return": eval_return})
+            self.writer.add_scalar("eval/episodic_return", eval_return, self.global_step)
+            if not self.progress.disable:
+                self.progress.write(f"step {self.global_step}: eval return {eval_return:.1f} ({wall:.0f} s)")
+        if iteration % args.log_interval == 0 or last:
+            self._log(metrics)
+        if (args.checkpoint_interval and iteration % args.checkpoint_interval == 0) or (last and (
+                args.checkpoint_interval or args.save_model)):
+            self._checkpoint(iteration, next_obs)
+
+    def _log(self, metrics: Mapping[str, Any]) -> None:
+        tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
+        names = ["ep_sum", "ep_len", "ep_count", "nonfinite", *tensors]
+        values = torch.cat([self.episode_stats, self.nonfinite_updates[None]] +
+                           [v.detach().reshape(1).to(self.episode_stats) for v in tensors.values()])
+        host = dict(zip(names, values.tolist()))  # the one transfer of this log interval
+        self.episode_stats.zero_()
+        step, writer = self.global_step, self.writer
+        sps = int((step - self.session_start_step) / (time.time() - self.session_start_time))
+        if host["ep_count"] > 0:
+            self.last_return = host["ep_sum"] / host["ep_count"]
+            writer.add_scalar("charts/episodic_return", self.last_return, step)
+            writer.add_scalar("charts/episodic_length", host["ep_len"] / host["ep_count"], step)
+        writer.add_scalar("charts/SPS", sps, step)
+        writer.add_scalar("losses/nonfinite_skipped_updates", host["nonfinite"], step)
+        for name, value in metrics.items():
+            writer.add_scalar(name, host[name] if name in tensors else value, step)
+        eval_text = f"{self.eval_history[-1]['return']:.1f}" if self.eval_history else "-"
+        ret_text = "-" if math.isnan(self.last_return) else f"{self.last_return:.1f}"
+        self.progress.set_postfix(SPS=sps, ret=ret_text, eval=eval_text, refresh=False)
+        self.progress.update(step - self.progress.n)
+        if self.progress.disable:
+            print(f"step {step}/{self.args.total_timesteps} | SPS {sps} | return {ret_text} | eval {eval_text} | "
+                  f"{self.wall_time():.0f} s", flush=True)
+
+    def wall_time(self) -> float:
+        return self.prior_wall + time.time() - self.start_time
+
+    def _checkpoint(self, iteration: int, next_obs: torch.Tensor) -> None:
+        state = {name: module.state_dict() for name, module in self._modules.items()}
+        state.update({
+            "format": CHECKPOINT_FORMAT, "args": asdict(self.args), "sources": self.sources,
+            "envs": self.envs.state_dict(), "next_obs": next_obs.detach().cpu(), "rng": _rng_states(self.device),
+            "global_step": self.global_step, "iteration": iteration, "eval_history": self.eval_history,
+            "episode_stats": self.episode_stats.cpu(), "nonfinite_updates": self.nonfinite_updates.cpu(),
+            "last_return": self.last_return, "lr_segment": self.lr_segment, "wall_time": self.wall_time(),
+        })
+        path = os.path.join(self.run_dir, "checkpoint.pt")
+        os.makedirs(self.run_dir, exist_ok=True)
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)  # atomic: a kill -9 mid-write leaves the previous checkpoint intact
+        print(f"checkpoint: iteration {iteration}, step {self.global_step} -> {path}", flush=True)
+
+    # -- end --------------------------------------------------------------------------------------------------------
+
+    def finish(self, act: Act, model: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Save the model (``model``: names of registered modules), a video, ``summary.json``; close everything."""
+        args = self.args
+        self.progress.close()
+        if args.save_model:
+            path = os.path.join(self.run_dir, f"{args.exp_name}.cleanrl_model")
+            torch.save({**{name: self._modules[name].state_dict() for name in model}, "args": asdict(args)}, path)
+            print(f"model saved to {path}")
+        if args.capture_video:
+            video = capture_video(act, self.eval_envs, os.path.join(self.run_dir, "videos", "eval"),
+                                  derive_seed(args.seed, "video"))
+            if video:
+                print(f"video saved to {video}")
+        wall_time = self.wall_time()
+        summary = {
+            "env_id": args.env_id, "exp_name": args.exp_name, "seed": args.seed, "env_steps": self.global_step,
+            "wall_time_s": round(wall_time, 2), "sps": int(self.global_step / wall_time),
+            "final_eval_return": self.eval_history[-1]["return"] if self.eval_history else None,
+            **scores(self.eval_history, self.baseline), "random_policy_return": self.baseline,
+            "eval_deterministic": not args.eval_stochastic,
+            "nan_skipped_updates": int(self.nonfinite_updates.item()),
+            "env_trace_counts": dict(self.envs.trace_counts),
+            "eval_history": self.eval_history, "args": asdict(args),
+        }
+        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        final = summary["final_eval_return"]
+        print(f"final eval return {final:.1f} | strength {summary['strength']} | {self.global_step} steps in "
+              f"{wall_time:.0f} s ({summary['sps']} SPS) | {self.run_dir}/summary.json")
+        self.envs.close()
+        self.eval_envs.close()
+        self.writer.close()
+        return summary
+
+
+def cli(main: Callable[..., Any], start_time: float | None = None) -> None:
+    """Run a trainer's ``main`` as a script: a :class:`CLIError` becomes one line on stderr and exit code 2."""
+    try:
+        main(start_time=start_time)
+    except CLIError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,102 @@
+"""playground_gym.experiment: the trainers' shared plumbing (seeds, normaliser, schedule, scores, checkpoint checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from playground_gym import experiment
+from trainer_harness import load_trainer
+
+
+def test_derived_seeds_are_deterministic_distinct_and_in_range():
+    seeds = {(s, p, i): experiment.derive_seed(s, p, i) for s in range(1, 8) for p in ("train", "eval") for i in range(12)}
+    assert len(set(seeds.values())) == len(seeds)  # no collisions, e.g. (1, eval, 10) vs (6, eval, 5)
+    assert all(0 <= v < 2**63 for v in seeds.values())
+    assert experiment.derive_seed(3, "eval", 4) == seeds[(3, "eval", 4)]
+
+
+def test_welford_matches_numpy():
+    rng = np.random.default_rng(0)
+    rms = experiment.RunningMeanStd((4,))
+    batches = [rng.normal(loc=[1.0, -3.0, 100.0, 0.0], scale=[1.0, 0.1, 10.0, 5.0], size=(n, 4)) for n in (1, 7, 300, 64)]
+    for b in batches:
+        rms.update(torch.as_tensor(b, dtype=torch.float32))
+    data = np.concatenate(batches).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(rms.mean.numpy(), data.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rms.var.numpy(), data.var(0), rtol=1e-6, atol=1e-8)
+    assert rms.count.item() == len(data)
+    x = torch.as_tensor(data[:5], dtype=torch.float32)
+    expected = np.clip((data[:5] - data.mean(0)) / np.sqrt(data.var(0) + 1e-8), -10, 10)
+    np.testing.assert_allclose(rms.normalize(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert set(rms.state_dict()) == {"mean", "var", "count"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_normaliser_skips_a_non_finite_batch(bad):
+    rms = experiment.RunningMeanStd((2,))
+    rms.update(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    before = {k: v.clone() for k, v in rms.state_dict().items()}
+    rms.update(torch.tensor([[1.0, bad], [0.0, 0.0]]))
+    assert all(torch.equal(before[k], v) for k, v in rms.state_dict().items())
+    rms.update(torch.tensor([[5.0, 6.0]]))
+    assert rms.count.item() == 3 and torch.allclose(rms.mean, torch.tensor([3.0, 4.0], dtype=torch.float64))
+
+
+def test_fused_adam_found_inf_skips_the_whole_step():
+    """What the trainers rely on to skip a non-finite update without a host sync: params, moments and step stay."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    for found_inf in (0.0, 1.0, 0.0):
+        opt.zero_grad()
+        layer(torch.randn(4, 3)).sum().backward()
+        if found_inf:
+            layer.weight.grad[0, 0] = float("nan")
+        before = [(p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}) for p in layer.parameters()]
+        opt.found_inf = torch.tensor(found_inf)
+        opt.step()
+        for p, (old, old_state) in zip(layer.parameters(), before):
+            assert torch.equal(p, old) == bool(found_inf) and torch.isfinite(p).all()
+            if found_inf:
+                assert all(torch.equal(opt.state[p][k], v) for k, v in old_state.items())
+    assert opt.state[layer.weight]["step"].item() == 2
+
+
+def test_anneal_schedule_is_cleanrls_and_extends_without_a_jump():
+    n = 10
+    segment = (0, 1.0, n)
+    np.testing.assert_allclose([experiment.anneal_fraction(segment, k) for k in range(1, n + 1)],
+                               [1.0 - (k - 1.0) / n for k in range(1, n + 1)], rtol=1e-15)
+    extended = experiment.extend_schedule(segment, 6, 30)
+    fractions = [experiment.anneal_fraction(segment, k) for k in range(1, 7)] + \
+        [experiment.anneal_fraction(extended, k) for k in range(7, 31)]
+    steps = np.diff(fractions)
+    assert (steps <= 0).all() and abs(steps).max() <= 1.0 / n + 1e-12  # never up, never a bigger drop than before
+    assert fractions[6] == fractions[5] == 0.5 and fractions[-1] == pytest.approx(0.5 / 24)  # down to ~0 at the end
+
+
+def test_scores():
+    history = [{"step": i, "return": r} for i, r in enumerate([10.0, 20.0, 60.0])]
+    assert experiment.scores(history, 5.0) == {"strength": 25.0, "final_strength": 55.0, "total_reward_ma": 30.0}
+    assert experiment.scores(history, None)["strength"] is None
+
+
+def test_resume_rejects_old_or_missing_checkpoints(tmp_path):
+    ppo = load_trainer("ppo_continuous")
+    with pytest.raises(experiment.CLIError, match="no checkpoint"):
+        experiment.Experiment(ppo.Args, ["--resume", str(tmp_path / "nothing.pt")])
+    old = tmp_path / "checkpoint.pt"
+    torch.save({"agent": {}, "global_step": 1024, "args": {}}, old)  # what the trainers wrote before format 2
+    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 2"):
+        experiment.Experiment(ppo.Args, ["--resume", str(tmp_path)])
+
+
+def test_args_carry_per_env_defaults_and_checks():
+    ppo = load_trainer("ppo_multiunroll")
+    args, sources = experiment.resolve_args(ppo.Args(env_id="PendulumSwingup", preset="cpu"))
+    assert (args.action_repeat, sources["action_repeat"]) == (4, "official_config['action_repeat']")
+    assert (args.num_envs, sources["num_envs"]) == (64, "preset 'cpu'")
+    with pytest.raises(experiment.CLIError, match="--seed must be >= 0"):
+        experiment.resolve_args(ppo.Args(seed=-1))

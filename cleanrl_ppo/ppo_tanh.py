@@ -2,7 +2,8 @@
 # the policy of brax.training.distribution.NormalTanhDistribution. The actor outputs loc and a raw scale per action dim
 # (state-dependent std softplus(raw) + 0.001); actions are tanh of a pre-tanh Normal sample, the PRE-tanh sample is
 # stored and log-probs are computed on it (no atanh), with the log-det-Jacobian in the stable form
-# 2*(log 2 - x - softplus(-2x)); networks default to Brax's DM Control shapes (SiLU, lecun-uniform init).
+# 2*(log 2 - x - softplus(-2x)). Networks and optimiser settings are ppo_continuous.py's (Brax's DM Control networks,
+# 4x32 / 5x256 SiLU with lecun-uniform init, are a flag away; README: why they are not the default here).
 # Differences from CleanRL's ppo_continuous_action.py: environments are playground_gym's device-resident vector envs
 # (each episode from a fresh initial state); time-limit ends bootstrap from V(final_obs) and cut the GAE trace;
 # observations are normalised by a running mean/std saved with the model; per-env defaults come from
@@ -36,10 +37,10 @@ class Args(ExperimentArgs):
     # Algorithm specific arguments
     total_timesteps: int = 800_000
     """total env steps (agent decisions summed over envs) of the run"""
-    learning_rate: float = 2e-3
-    """Adam's initial learning rate"""
-    anneal_lr: bool = True
-    """anneal the learning rate linearly to 0"""
+    learning_rate: float = 1e-3
+    """Adam's learning rate"""
+    anneal_lr: bool = False
+    """anneal the learning rate linearly to 0 (off: a constant rate did best on DM Control in SLM-Lab's campaign)"""
     num_envs: int = 64
     """the number of parallel envs"""
     num_steps: int = 256
@@ -52,7 +53,7 @@ class Args(ExperimentArgs):
     """multiplies training rewards (episodic returns are logged unscaled)"""
     norm_obs: bool = True
     """normalise observations with a running mean/std updated once per rollout (saved with the model)"""
-    norm_value_targets: bool = True
+    norm_value_targets: bool = False
     """normalise the critic's targets with running statistics (the critic then predicts normalised returns)"""
     num_minibatches: int = 8
     """the number of minibatches per epoch"""
@@ -64,22 +65,22 @@ class Args(ExperimentArgs):
     """the surrogate clipping coefficient"""
     clip_vloss: bool = False
     """clip the value loss around the old values with clip_coef (only sensible with small-scale value targets)"""
-    ent_coef: float = 0.01
-    """coefficient of the entropy bonus (Brax's official entropy_cost; its tanh estimate penalises saturation)"""
+    ent_coef: float = 0.0
+    """coefficient of the entropy bonus (Brax's official entropy_cost is 0.01; its tanh estimate penalises saturation)"""
     vf_coef: float = 0.5
     """coefficient of the value loss"""
-    max_grad_norm: float = 0.0
-    """the maximum norm of the gradient (clipping); <= 0 disables clipping (as Brax's DM Control config)"""
+    max_grad_norm: float = 0.5
+    """the maximum norm of the gradient (clipping); <= 0 disables clipping"""
     target_kl: float | None = None
     """skip the rest of an update's SGD steps once an epoch ends with the approximate KL above this"""
-    actor_hidden_sizes: tuple[int, ...] = (32, 32, 32, 32)
-    """hidden layer widths of the actor MLP (its depth is the number of entries); Brax's DM Control policy 4x32"""
-    critic_hidden_sizes: tuple[int, ...] = (256, 256, 256, 256, 256)
-    """hidden layer widths of the critic MLP; Brax's DM Control value network 5x256"""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "silu"
-    """activation of both MLPs (silu = Brax's swish)"""
-    init: Literal["lecun_uniform", "orthogonal"] = "lecun_uniform"
-    """weight init: Brax's lecun_uniform (every layer) or CleanRL's orthogonal (output gains 0.01 actor, 1 critic)"""
+    actor_hidden_sizes: tuple[int, ...] = (64, 64)
+    """hidden layer widths of the actor MLP (its depth is the number of entries; Brax's DM Control policy: 32 32 32 32)"""
+    critic_hidden_sizes: tuple[int, ...] = (256, 256)
+    """hidden layer widths of the critic MLP (Brax's DM Control value network: 256 x 5)"""
+    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
+    """activation of both MLPs (Brax's: silu)"""
+    init: Literal["lecun_uniform", "orthogonal"] = "orthogonal"
+    """weight init: CleanRL's orthogonal (output gains 0.01 actor, 1 critic) or Brax's lecun_uniform (every layer)"""
     min_std: float = 0.001
     """the policy's scale is softplus(raw) + min_std (Brax's NormalTanhDistribution default)"""
 
@@ -180,8 +181,8 @@ class NormalTanh:
 class Agent(nn.Module):
     """Separate actor and critic MLPs; tanh-Normal policy whose loc and raw scale are both outputs of the actor."""
 
-    def __init__(self, obs_dim, act_dim, actor_hidden_sizes=(32, 32, 32, 32), critic_hidden_sizes=(256,) * 5,
-                 activation="silu", init="lecun_uniform", min_std=0.001):
+    def __init__(self, obs_dim, act_dim, actor_hidden_sizes=(64, 64), critic_hidden_sizes=(256, 256),
+                 activation="tanh", init="orthogonal", min_std=0.001):
         super().__init__()
         self.critic = mlp(obs_dim, critic_hidden_sizes, 1, activation, out_std=1.0, init=init)
         self.actor = mlp(obs_dim, actor_hidden_sizes, 2 * act_dim, activation, out_std=0.01, init=init)

@@ -157,10 +157,19 @@ def test_pieces_importable(ppo):
     assert pre_tanh.shape == (3, 2) and logprob.shape == entropy.shape == value.shape == (3,)
 
 
-def test_agent_defaults_are_brax_dm_control_networks(ppo):
-    args = ppo.Args()
-    assert args.actor_hidden_sizes == (32,) * 4 and args.critic_hidden_sizes == (256,) * 5
-    assert args.activation == "silu" and args.init == "lecun_uniform" and args.min_std == 0.001
+def test_defaults_are_ppo_continuous_networks_and_optimiser(ppo):
+    """ppo_tanh is ppo_continuous with Brax's tanh-Normal policy: every other default is the same."""
+    continuous = load_trainer("ppo_continuous").Args()
+    mine = ppo.Args()
+    same = ("learning_rate", "anneal_lr", "num_envs", "num_steps", "norm_value_targets", "ent_coef", "max_grad_norm",
+            "clip_coef", "actor_hidden_sizes", "critic_hidden_sizes", "activation", "update_epochs", "num_minibatches")
+    assert {k: getattr(mine, k) for k in same} == {k: getattr(continuous, k) for k in same}
+    assert mine.init == "orthogonal" and mine.min_std == 0.001
+
+
+def test_brax_dm_control_networks_selectable(ppo):
+    args = ppo.Args(actor_hidden_sizes=(32,) * 4, critic_hidden_sizes=(256,) * 5, activation="silu",
+                    init="lecun_uniform")
     torch.manual_seed(0)
     agent = ppo.Agent(5, 3, args.actor_hidden_sizes, args.critic_hidden_sizes, args.activation, args.init)
     actor = [m for m in agent.actor if isinstance(m, torch.nn.Linear)]
@@ -249,10 +258,10 @@ def test_tiny_run_writes_everything(tiny_run):
     assert summary["env_steps"] == 4096 and len(summary["eval_history"]) == 2
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
     assert summary["nan_skipped_updates"] == 0 and summary["env_trace_counts"] == {"reset": 1, "step": 1}
-    assert summary["args"]["actor_hidden_sizes"] == [32] * 4 and summary["args"]["init"] == "lecun_uniform"
+    assert summary["args"]["actor_hidden_sizes"] == [64, 64] and summary["args"]["init"] == "orthogonal"
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert {"agent", "optimizer", "obs_rms", "rng", "global_step", "iteration"} <= set(ckpt)
-    assert ckpt["global_step"] == 4096 and ckpt["agent"]["actor.8.weight"].shape == (2, 32)
+    assert ckpt["global_step"] == 4096 and ckpt["agent"]["actor.4.weight"].shape == (2, 64)  # loc and raw scale
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -289,12 +298,13 @@ def test_same_seed_same_returns(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_cartpole_balance_learns_with_defaults(tmp_path):
-    """Defaults solve CartpoleBalance (deterministic eval return >= 990) within their step budget. The issue's wall
-    time (6 minutes on the 2-core CPU) is measured and reported in the README, not asserted: timings are noisy."""
-    result = run(["--env-id", "CartpoleBalance", "--runs-dir", "runs"], tmp_path, timeout=900)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cartpole_balance_learns_with_defaults(tmp_path, seed):
+    """Defaults reach deterministic eval return >= 990 within 500k env steps and end >= 980 (measured: 990+ at 246k,
+    410k and 492k for seeds 1-3, 999.6-999.8 at the end). Wall time is reported in the README, not asserted."""
+    result = run(["--env-id", "CartpoleBalance", "--seed", str(seed), "--runs-dir", "runs"], tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = run_dirs(tmp_path / "runs")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    reached = [e for e in summary["eval_history"] if e["return"] >= 990]
-    assert reached, summary["eval_history"]
+    history = json.loads((run_dir / "summary.json").read_text())["eval_history"]
+    reached = [e for e in history if e["return"] >= 990]
+    assert reached and reached[0]["step"] <= 500_000 and history[-1]["return"] >= 980, history

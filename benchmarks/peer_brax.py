@@ -9,6 +9,10 @@ caches). Both evaluate the same way at the same env steps: deterministic policy,
 --num-eval-envs envs (Brax: `deterministic_eval=True` in its Evaluator; ours: the trainer's own evaluation). Eval points:
 every --eval-every updates (Brax: num_evals = updates / eval_every + 1, with its extra eval at step 0).
 
+Episode starts: Brax's `wrap_for_brax_training` replays each env's first state at every episode end (its
+`full_reset=True` would zero the truncation flags Brax's GAE masks with), and the cpu preset forces no resets, so
+both sides replay: ppo_multiunroll runs with `--no-full-reset` here (its default draws fresh initial states).
+
 SPS = env steps / wall time of the whole run (imports, JIT compiles and the evaluations included; both evaluate the
 same episodes at the same points), measured around each subprocess. Brax's own in-training `training/sps` (its last
 epoch, evaluations excluded) is reported too.
@@ -52,6 +56,7 @@ def resolved_config(env_id: str, preset: str, total_timesteps: int | None, extra
         argv += ["--total-timesteps", str(total_timesteps)]
     args, _ = experiment.resolve_args(experiment.parse_args(ppo.Args, argv))
     cfg = vars(args)
+    cfg["full_reset"] = False  # as Brax's wrapper: episodes restart from each env's replayed first state
     _, cfg["steps_per_update"] = ppo.rollout_shape(args.num_envs, args.batch_size, args.num_minibatches,
                                                    args.unroll_length)
     return cfg
@@ -122,7 +127,8 @@ def run_ours(cfg, seed, eval_every, num_eval_envs, workdir, extra):
     runs = Path(workdir) / f"ours_{seed}"
     cmd = [sys.executable, str(TRAINER), "--env-id", cfg["env_id"], "--preset", cfg["preset"], "--seed", str(seed),
            "--total-timesteps", str(cfg["total_timesteps"]), "--eval-interval", str(eval_every),
-           "--num-eval-envs", str(num_eval_envs), "--checkpoint-interval", "0", "--runs-dir", str(runs), *extra]
+           "--num-eval-envs", str(num_eval_envs), "--checkpoint-interval", "0", "--runs-dir", str(runs),
+           *([] if cfg["full_reset"] else ["--no-full-reset"]), *extra]
     t = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     wall = time.time() - t

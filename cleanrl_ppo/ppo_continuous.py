@@ -93,7 +93,8 @@ class Args(ExperimentArgs):
              f"--num-envs * --num-steps ({batch_size}) must be divisible by --num-minibatches "
              f"({self.num_minibatches}), so minibatches are equal and no larger than the batch"),
             (self.total_timesteps >= batch_size,
-             f"--total-timesteps ({self.total_timesteps}) must be >= one batch, --num-envs * --num-steps ({batch_size})"),
+             f"--total-timesteps ({self.total_timesteps}) must be >= one batch, --num-envs * --num-steps "
+             f"({batch_size})"),
             (self.update_epochs > 0, f"--update-epochs must be > 0; got {self.update_epochs}"),
             (0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1]; got {self.gamma}"),
             (0.0 <= self.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1]; got {self.gae_lambda}"),
@@ -182,7 +183,8 @@ def rollout(agent, envs, next_obs, normalize, storage):
         action, logprob = agent.get_action(storage.obs[step])
         storage.actions[step], storage.logprobs[step] = action, logprob
         next_obs, reward, terminated, truncated, info = envs.step(action)
-        storage.rewards[step], storage.terminateds[step], storage.dones[step] = reward, terminated, terminated | truncated
+        storage.rewards[step], storage.terminateds[step] = reward, terminated
+        storage.dones[step] = terminated | truncated
         storage.final_obs[step] = normalize(info["final_obs"])
         storage.episodes[:, step] = torch.stack([info["_episode"], info["episode"]["r"], info["episode"]["l"]])
     return next_obs

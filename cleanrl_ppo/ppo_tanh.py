@@ -66,7 +66,7 @@ class Args(ExperimentArgs):
     clip_vloss: bool = False
     """clip the value loss around the old values with clip_coef (only sensible with small-scale value targets)"""
     ent_coef: float = 0.0
-    """coefficient of the entropy bonus (Brax's official entropy_cost is 0.01; its tanh estimate penalises saturation)"""
+    """coefficient of the entropy bonus (Brax's official entropy_cost: 0.01)"""
     vf_coef: float = 0.5
     """coefficient of the value loss"""
     max_grad_norm: float = 0.5
@@ -74,7 +74,7 @@ class Args(ExperimentArgs):
     target_kl: float | None = None
     """skip the rest of an update's SGD steps once an epoch ends with the approximate KL above this"""
     actor_hidden_sizes: tuple[int, ...] = (64, 64)
-    """hidden layer widths of the actor MLP (its depth is the number of entries; Brax's DM Control policy: 32 32 32 32)"""
+    """hidden layer widths of the actor MLP, its depth the number of entries (Brax's DM Control policy: 32 32 32 32)"""
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer widths of the critic MLP (Brax's DM Control value network: 256 x 5)"""
     activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
@@ -97,7 +97,8 @@ class Args(ExperimentArgs):
              f"--num-envs * --num-steps ({batch_size}) must be divisible by --num-minibatches "
              f"({self.num_minibatches}), so minibatches are equal and no larger than the batch"),
             (self.total_timesteps >= batch_size,
-             f"--total-timesteps ({self.total_timesteps}) must be >= one batch, --num-envs * --num-steps ({batch_size})"),
+             f"--total-timesteps ({self.total_timesteps}) must be >= one batch, --num-envs * --num-steps "
+             f"({batch_size})"),
             (self.update_epochs > 0, f"--update-epochs must be > 0; got {self.update_epochs}"),
             (0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1]; got {self.gamma}"),
             (0.0 <= self.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1]; got {self.gae_lambda}"),
@@ -221,7 +222,8 @@ def rollout(agent, envs, next_obs, normalize, storage):
         action, pre_tanh, logprob = agent.get_action(storage.obs[step])
         storage.actions[step], storage.logprobs[step] = pre_tanh, logprob  # store the PRE-tanh sample: no atanh later
         next_obs, reward, terminated, truncated, info = envs.step(action)
-        storage.rewards[step], storage.terminateds[step], storage.dones[step] = reward, terminated, terminated | truncated
+        storage.rewards[step], storage.terminateds[step] = reward, terminated
+        storage.dones[step] = terminated | truncated
         storage.final_obs[step] = normalize(info["final_obs"])
         storage.episodes[:, step] = torch.stack([info["_episode"], info["episode"]["r"], info["episode"]["l"]])
     return next_obs

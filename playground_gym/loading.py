@@ -14,17 +14,19 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping
+import warnings
 from pathlib import Path
 from typing import Any
 
 from playground_gym.configs import resolve_env_id, suite_of
 
-__all__ = ["MENAGERIE_ENV_VAR", "MenagerieUnavailableError", "load_env", "resolve_impl", "find_menagerie",
-           "ensure_menagerie"]
+__all__ = ["MENAGERIE_ENV_VAR", "MenagerieUnavailableError", "load_env", "resolve_impl", "warp_available",
+           "find_menagerie", "ensure_menagerie"]
 
 MENAGERIE_ENV_VAR = "PLAYGROUND_GYM_MENAGERIE_PATH"
 MENAGERIE_URL = "https://github.com/deepmind/mujoco_menagerie.git"
@@ -36,12 +38,30 @@ class MenagerieUnavailableError(FileNotFoundError):
     """mujoco_menagerie is neither installed, nor named by the env var, nor clonable."""
 
 
+def warp_available() -> bool:
+    """Whether the ``warp-lang`` package (MJX's Warp backend) is importable; MJX itself imports it optionally."""
+    return importlib.util.find_spec("warp") is not None
+
+
 def resolve_impl(impl: Any, platform: str) -> str:
-    """``"auto"`` is ``"warp"`` on a GPU and ``"jax"`` on CPU (where warp is 3x slower, 100x at one env)."""
+    """``"auto"`` is ``"warp"`` on a GPU and ``"jax"`` on CPU (where warp is 3x slower, 100x at one env).
+
+    On a GPU without ``warp-lang`` installed, ``"auto"`` is ``"jax"`` (with a one-line notice) rather than a failure;
+    asking for ``"warp"`` there is a clear error.
+    """
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {list(IMPLS)}; got {impl!r}")
     if impl == "auto":
-        return "jax" if platform == "cpu" else "warp"
+        if platform == "cpu":
+            return "jax"
+        if warp_available():
+            return "warp"
+        warnings.warn("playground_gym: impl='auto' uses MJX's JAX backend on this GPU: warp-lang is not installed "
+                      "(pip install warp-lang for the Warp backend)", stacklevel=3)
+        return "jax"
+    if impl == "warp" and not warp_available():
+        raise ValueError("impl='warp' needs the warp-lang package, which is not installed (pip install warp-lang); "
+                         "impl='jax' runs without it")
     return impl
 
 

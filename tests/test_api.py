@@ -79,7 +79,16 @@ def test_gym_make_vec_and_make_vec_agree():
 
 def test_impl_auto_is_jax_on_cpu():
     assert playground_gym.loading.resolve_impl("auto", "cpu") == "jax"
-    assert playground_gym.loading.resolve_impl("auto", "gpu") == "warp"
+    assert playground_gym.loading.resolve_impl("auto", "gpu") == "warp"  # warp-lang is installed here
+
+
+def test_auto_impl_falls_back_to_jax_on_a_gpu_without_warp(monkeypatch):
+    monkeypatch.setattr(playground_gym.loading, "warp_available", lambda: False)
+    with pytest.warns(UserWarning, match="warp-lang is not installed"):
+        assert playground_gym.loading.resolve_impl("auto", "gpu") == "jax"
+    assert playground_gym.loading.resolve_impl("auto", "cpu") == "jax"
+    with pytest.raises(ValueError, match="impl='warp' needs the warp-lang package"):
+        playground_gym.loading.resolve_impl("warp", "gpu")
 
 
 def test_silence_stderr_restores_fd2(capfd):

@@ -10,7 +10,6 @@ hand-over on CPU (interop.py passes a numpy *view* of the action tensor to JAX; 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace

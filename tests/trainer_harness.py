@@ -75,7 +75,7 @@ def killed_and_resumed_matches(script: Path, args: list[str], cwd: Path, referen
     assert not (run_dir / "summary.json").exists()  # killed before the end
     result = run_trainer(script, ["--resume", str(run_dir)], cwd)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"resume: continuing from step" in result.stdout
+    assert "resume: continuing from step" in result.stdout
     name = script.stem
     resumed = torch.load(run_dir / f"{name}.cleanrl_model", weights_only=False)
     expected = torch.load(reference / f"{name}.cleanrl_model", weights_only=False)

@@ -79,27 +79,30 @@ def time_to_first_steps(kind: str, env_id: str, num_envs: int, cache_dir: str | 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def throughput(env_id: str, num_envs: int, steps: int, rounds: int) -> dict[str, list[float]]:
+def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str = "cpu") -> dict[str, list[float]]:
     import jax
-    import jax.numpy as jnp
     import torch
     from mujoco_playground import registry, wrapper
 
     import playground_gym
+    from playground_gym import backend
 
-    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    jax_device = backend.resolve_device(device)
+    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(0), num_envs), jax_device)
     raw_env = registry.load(env_id, config_overrides={"impl": "jax"})
     up_env = wrapper.wrap_for_brax_training(registry.load(env_id, config_overrides={"impl": "jax"}),
                                             episode_length=1000)
-    ours = playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=1000)
+    ours = playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000)
     act_dim = raw_env.action_size
     gen = torch.Generator().manual_seed(0)
-    torch_actions = 2 * torch.rand(num_envs, act_dim, generator=gen) - 1
-    jax_actions = jnp.asarray(torch_actions.numpy())
+    host_actions = 2 * torch.rand(num_envs, act_dim, generator=gen) - 1
+    torch_actions = host_actions.to(backend.torch_device_of(jax_device))
+    jax_actions = jax.device_put(host_actions.numpy(), jax_device)
 
     raw_step = jax.jit(jax.vmap(raw_env.step))
     up_step = jax.jit(up_env.step)
-    state = {"raw": jax.vmap(raw_env.reset)(keys), "upstream": up_env.reset(keys)}
+    with jax.default_device(jax_device):
+        state = {"raw": jax.jit(jax.vmap(raw_env.reset))(keys), "upstream": jax.jit(up_env.reset)(keys)}
     ours.reset(seed=0)
 
     def run(kind: str) -> float:
@@ -126,7 +129,8 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int) -> dict[str,
     return sps
 
 
-def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int) -> dict[str, list[float]]:
+def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
+               device: str = "cpu") -> dict[str, list[float]]:
     """ms per step of replayed vs fresh resets, ends synchronised vs spread; rounds of one episode each."""
     import numpy as np
     import torch
@@ -136,13 +140,13 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int) -> 
     envs, actions = {}, None
     for mode in ("replay", "fresh"):
         for ends in ("together", "spread"):
-            e = playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=episode_length,
+            e = playground_gym.make_vec(env_id, num_envs, device=device, episode_length=episode_length,
                                         action_repeat=1, full_reset=mode == "fresh", quiet=True)
             e.reset(seed=0)
             if ends == "spread":
                 e.set_elapsed_steps(np.random.default_rng(0).integers(0, episode_length, num_envs))
             envs[f"{mode}, ends {ends}"] = e
-            actions = torch.zeros(e.action_space.shape)
+            actions = torch.zeros(e.action_space.shape, device=e.device)
 
     def run(e: object) -> float:
         start = time.perf_counter()
@@ -170,6 +174,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the raw numbers to this file")
     parser.add_argument("--reset-cost", action="store_true", help="fresh vs replayed resets (see above)")
     parser.add_argument("--episode-length", type=int, default=100, help="--reset-cost: agent steps per episode")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (all three contenders run there)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -180,7 +185,7 @@ def main() -> None:
     if args.reset_cost:
         rows = {}
         for env_id in args.envs:
-            ms = reset_cost(env_id, args.num_envs, args.episode_length, args.rounds)
+            ms = reset_cost(env_id, args.num_envs, args.episode_length, args.rounds, args.device)
             rows[env_id] = ms
             med = {k: statistics.median(v) for k, v in ms.items()}
             for ends in ("together", "spread"):
@@ -203,13 +208,13 @@ def main() -> None:
                     "ours (warm cache)": (time_to_first_steps("ours", env_id, args.num_envs, cache),
                                           time_to_first_steps("ours", env_id, args.num_envs, cache))[1],
                 }
-        sps = throughput(env_id, args.num_envs, args.steps, args.rounds)
+        sps = throughput(env_id, args.num_envs, args.steps, args.rounds, args.device)
         res["sps"] = sps
         res["ratio_raw"] = statistics.median(o / r for o, r in zip(sps["ours"], sps["raw"]))
         res["ratio_upstream"] = statistics.median(o / u for o, u in zip(sps["ours"], sps["upstream"]))
         results[env_id] = res
 
-    print(f"\n## Env throughput, {args.num_envs} envs, CPU ({os.cpu_count()} cores), "
+    print(f"\n## Env throughput, {args.num_envs} envs, {args.device} ({os.cpu_count()} CPU cores), "
           f"{args.rounds} interleaved rounds x {args.steps} steps\n")
     print("| env | raw vmap SPS | upstream SPS | playground_gym (torch) SPS | ours/raw | ours/upstream |")
     print("|---|---:|---:|---:|---:|---:|")

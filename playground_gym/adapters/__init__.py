@@ -14,10 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SB3VecEnv"]
+__all__ = ["RslRlVecEnv", "SB3VecEnv", "SkrlEnv"]
 
 # adapter -> (its module, the library's import name, its distribution, playground_gym's extra)
-_MODULES = {"SB3VecEnv": ("playground_gym.adapters.sb3", "stable_baselines3", "stable-baselines3", "sb3")}
+_MODULES = {"SB3VecEnv": ("playground_gym.adapters.sb3", "stable_baselines3", "stable-baselines3", "sb3"),
+            "RslRlVecEnv": ("playground_gym.adapters.rsl_rl", "rsl_rl", "rsl-rl-lib", "rsl_rl"),
+            "SkrlEnv": ("playground_gym.adapters.skrl", "skrl", "skrl", "skrl")}
 
 
 def __getattr__(name: str) -> Any:

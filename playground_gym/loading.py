@@ -178,5 +178,14 @@ def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any]
         raise ValueError(f"impl: expected 'jax' or 'warp' after resolving 'auto'; got {impl!r}")
     overrides = _validate_overrides(name, config_overrides)
     if suite_of(name) != "dm_control_suite":
-        ensure_menagerie()
+        from playground_gym import menagerie
+
+        path = ensure_menagerie()
+        missing = menagerie.missing_robots(name, path)
+        if missing:  # e.g. a partial Menagerie (python -m playground_gym.menagerie): fail before MuJoCo does
+            covered = menagerie.covered_envs(path)
+            raise MenagerieUnavailableError(
+                f"{name} needs the robot folder(s) {missing} of mujoco_menagerie, which {path} lacks (a partial "
+                f"Menagerie?); it can load {covered or 'none of the locomotion/manipulation envs'}. A full checkout "
+                f"({MENAGERIE_URL}) covers all of them.")
     return registry.load(name, config_overrides={**overrides, "impl": impl})

@@ -103,7 +103,6 @@ class Args(ExperimentArgs):
         "reward_scaling": 0.1, "total_timesteps": 1_310_720, "num_resets_per_eval": 0}}
 
     def checks(self):
-        self.max_grad_norm = 0.0 if self.max_grad_norm is None else self.max_grad_norm  # official None: no clipping
         for field in ["total_timesteps", "num_envs", "unroll_length", "batch_size", "num_minibatches",
                       "num_updates_per_batch"]:
             if getattr(self, field) <= 0:
@@ -281,7 +280,7 @@ def update(agent, optimizer, s, args, nonfinite_updates):
 
             optimizer.zero_grad()
             loss.backward()
-            if args.max_grad_norm > 0:
+            if args.max_grad_norm is not None and args.max_grad_norm > 0:  # None: official, no clipping
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             else:
                 grad_norm = nn.utils.get_total_norm([p.grad for p in agent.parameters()])

@@ -71,7 +71,8 @@ def test_skrl_ppo_trains_through_it():
     cfg.experiment.write_interval = 0
     cfg.experiment.checkpoint_interval = 0
     agent = PPO(models=models, memory=RandomMemory(memory_size=16, num_envs=16, device=env.device), cfg=cfg, **common)
-    trainer = SequentialTrainer(cfg=SequentialTrainerCfg(timesteps=112, headless=True, disable_progressbar=True),
+    trainer = SequentialTrainer(cfg=SequentialTrainerCfg(timesteps=112, headless=True, disable_progressbar=True,
+                                                                     close_environment_at_exit=False),
                                 env=env, agents=agent)
     trainer.train()  # 112 steps x 16 envs, 7 updates
     assert envs.elapsed_steps().tolist() == [112 % 50] * 16  # the trainer stepped the envs 112 times

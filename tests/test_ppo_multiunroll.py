@@ -131,7 +131,7 @@ def test_defaults_are_official_and_cpu_preset(ppo):
     args, sources = experiment.resolve_args(ppo.Args(env_id="FingerSpin"))
     assert (args.num_envs, args.batch_size, args.num_minibatches, args.num_updates_per_batch) == (2048, 1024, 32, 16)
     assert (args.unroll_length, args.learning_rate, args.ent_coef, args.clip_coef) == (30, 1e-3, 1e-2, 0.3)
-    assert (args.gamma, args.reward_scaling, args.max_grad_norm, args.total_timesteps) == (0.95, 10.0, 0.0, 60_000_000)
+    assert (args.gamma, args.reward_scaling, args.max_grad_norm, args.total_timesteps) == (0.95, 10.0, None, 60_000_000)
     assert args.critic_hidden_sizes == (256,) * 5 and sources["gamma"] == "official_config['discounting']"
     args, sources = experiment.resolve_args(ppo.Args(preset="cpu", num_minibatches=4))
     assert sources["num_envs"] == "preset 'cpu'" and sources["num_minibatches"] == "user"

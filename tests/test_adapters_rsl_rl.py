@@ -8,7 +8,7 @@ import torch
 
 import playground_gym
 
-pytest.importorskip("rsl_rl", reason="pip install -e '.[rsl_rl]' (the dev extra includes it)")
+pytest.importorskip("rsl_rl", reason="pip install -e '.[rsl-rl]' (the dev extra includes it)")
 from rsl_rl.env import VecEnv  # noqa: E402
 from rsl_rl.runners import OnPolicyRunner  # noqa: E402
 from tensordict import TensorDict  # noqa: E402

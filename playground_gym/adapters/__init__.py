@@ -18,7 +18,7 @@ __all__ = ["RslRlVecEnv", "SB3VecEnv", "SkrlEnv"]
 
 # adapter -> (its module, the library's import name, its distribution, playground_gym's extra)
 _MODULES = {"SB3VecEnv": ("playground_gym.adapters.sb3", "stable_baselines3", "stable-baselines3", "sb3"),
-            "RslRlVecEnv": ("playground_gym.adapters.rsl_rl", "rsl_rl", "rsl-rl-lib", "rsl_rl"),
+            "RslRlVecEnv": ("playground_gym.adapters.rsl_rl", "rsl_rl", "rsl-rl-lib", "rsl-rl"),
             "SkrlEnv": ("playground_gym.adapters.skrl", "skrl", "skrl", "skrl")}
 
 

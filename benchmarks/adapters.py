@@ -117,7 +117,6 @@ def run_rsl_rl(env_id: str, seed: int, steps: int) -> dict:
 
 def run_skrl(env_id: str, seed: int, steps: int) -> dict:
     import torch
-    from skrl import config
     from skrl.agents.torch.ppo import PPO, PPO_CFG
     from skrl.memories.torch import RandomMemory
     from skrl.trainers.torch import SequentialTrainer, SequentialTrainerCfg
@@ -127,7 +126,6 @@ def run_skrl(env_id: str, seed: int, steps: int) -> dict:
     import playground_gym
     from playground_gym.adapters import SkrlEnv
 
-    del config
     set_seed(seed)
     env = SkrlEnv(compiled(playground_gym.make_vec(env_id, NUM_ENVS, device="cpu", quiet=True), seed), seed=seed)
     common = dict(observation_space=env.observation_space, state_space=env.state_space,

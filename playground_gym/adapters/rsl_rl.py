@@ -37,6 +37,7 @@ import torch
 from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
+from playground_gym.adapters._common import LatestEpisodeMeans, check_torch_env
 from playground_gym.vector_env import PlaygroundVectorEnv
 
 __all__ = ["RslRlVecEnv"]
@@ -54,13 +55,7 @@ class RslRlVecEnv(VecEnv):
     """
 
     def __init__(self, envs: PlaygroundVectorEnv, seed: int | None = None) -> None:
-        if not isinstance(envs, PlaygroundVectorEnv):
-            raise TypeError(f"RslRlVecEnv: expected a playground_gym.PlaygroundVectorEnv (make_vec(...)); got "
-                            f"{type(envs).__name__}")
-        if envs.array_type != "torch":
-            raise TypeError(f"RslRlVecEnv: expected an env with array_type='torch' (rsl_rl trains on torch tensors); "
-                            f"got array_type={envs.array_type!r}")
-        self.envs = envs
+        self.envs = check_torch_env(envs, "RslRlVecEnv", "rsl_rl")
         self.num_envs = envs.num_envs
         self.num_actions = int(envs.single_action_space.shape[0])
         self.max_episode_length = envs.max_episode_steps
@@ -71,8 +66,7 @@ class RslRlVecEnv(VecEnv):
         obs, info = envs.reset(seed=seed)
         self._obs = self._groups(obs, info.get("privileged_state"))
         self._steps = 0
-        self._last_return = torch.zeros((), device=self.device)
-        self._last_length = torch.zeros((), device=self.device)
+        self._episodes = LatestEpisodeMeans(self.device)
 
     def _groups(self, obs: torch.Tensor, privileged: torch.Tensor | None) -> TensorDict:
         groups = {"policy": obs} if privileged is None else {"policy": obs, "critic": privileged}
@@ -92,13 +86,10 @@ class RslRlVecEnv(VecEnv):
         self._steps += 1
         stats = info.get("episode")
         if stats is not None:
-            ended = dones.sum()
-            some = ended > 0
-            weight = dones.to(torch.float32) / ended.clamp(min=1)
-            self._last_return = torch.where(some, (stats["r"] * weight).sum(), self._last_return)
-            self._last_length = torch.where(some, (stats["l"].to(torch.float32) * weight).sum(), self._last_length)
+            self._episodes.update(dones, stats)
             if self._steps >= self.max_episode_length:
-                extras["log"] = {"Episode/return": self._last_return, "Episode/length": self._last_length}
+                extras["log"] = {"Episode/return": self._episodes.episode_return,
+                                 "Episode/length": self._episodes.episode_length}
         return self._obs, reward, dones, extras
 
     @property

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from skrl.envs.wrappers.torch.base import Wrapper
 
+from playground_gym.adapters._common import LatestEpisodeMeans, check_torch_env
 from playground_gym.autoreset import PRIVILEGED_KEY
 from playground_gym.vector_env import PlaygroundVectorEnv
 
@@ -49,13 +50,7 @@ class SkrlEnv(Wrapper):
     """
 
     def __init__(self, envs: PlaygroundVectorEnv, seed: int | None = None) -> None:
-        if not isinstance(envs, PlaygroundVectorEnv):
-            raise TypeError(f"SkrlEnv: expected a playground_gym.PlaygroundVectorEnv (make_vec(...)); got "
-                            f"{type(envs).__name__}")
-        if envs.array_type != "torch":
-            raise TypeError(f"SkrlEnv: expected an env with array_type='torch' (skrl trains on torch tensors); got "
-                            f"array_type={envs.array_type!r}")
-        super().__init__(envs)
+        super().__init__(check_torch_env(envs, "SkrlEnv", "skrl"))
         self._seed = seed
         self._obs: torch.Tensor | None = None
         self._state: torch.Tensor | None = None
@@ -63,8 +58,7 @@ class SkrlEnv(Wrapper):
         if envs.has_privileged_state:
             shape = tuple(envs.mjx_env.observation_size[PRIVILEGED_KEY])
             self._state_space = gymnasium.spaces.Box(-np.inf, np.inf, shape, np.float32)
-        self._last_return = torch.zeros((), device=envs.device)
-        self._last_length = torch.zeros((), device=envs.device)
+        self._episodes = LatestEpisodeMeans(envs.device)
 
     @property
     def observation_space(self) -> gymnasium.Space:
@@ -93,14 +87,9 @@ class SkrlEnv(Wrapper):
             out["final_" + PRIVILEGED_KEY] = info["final_" + PRIVILEGED_KEY]
         stats = info.get("episode")
         if stats is not None:
-            dones = terminated | truncated
-            ended = dones.sum()
-            weight = dones.to(torch.float32) / ended.clamp(min=1)
-            self._last_return = torch.where(ended > 0, (stats["r"] * weight).sum(), self._last_return)
-            self._last_length = torch.where(ended > 0, (stats["l"].to(torch.float32) * weight).sum(),
-                                            self._last_length)
-            out["episode"] = {"Episode / Return (unscaled)": self._last_return,
-                              "Episode / Length": self._last_length}
+            self._episodes.update(terminated | truncated, stats)
+            out["episode"] = {"Episode / Return (unscaled)": self._episodes.episode_return,
+                              "Episode / Length": self._episodes.episode_length}
         return obs, reward.unsqueeze(1), terminated.unsqueeze(1), truncated.unsqueeze(1), out
 
     def state(self) -> torch.Tensor | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -104,6 +105,9 @@ class _Compiled:
         self.layout = fns.layout
 
 
+# Compiled functions in use by a live vector env are always found (weak references: they go when the last env
+# using them goes); the LRU keeps the most recently used few alive after that, for the next env of those settings.
+_SHARED_LIVE: weakref.WeakValueDictionary[tuple, _Compiled] = weakref.WeakValueDictionary()
 _SHARED: OrderedDict[tuple, _Compiled] = OrderedDict()  # least recently used first
 _SHARED_LIMIT = 8
 
@@ -221,18 +225,18 @@ class PlaygroundVectorEnv(VectorEnv):
         # its compiled functions: tracing and compiling an env step costs seconds.
         share_key = (None if custom_env is not None or config_overrides else
                      (self.env_id, self.impl, self.jax_device, spec, self.num_envs))
-        shared = _SHARED.get(share_key) if share_key else None
+        shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
             with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
                 mjx_env = custom_env if custom_env is not None else load_env(self.env_id, self.impl, config_overrides)
                 obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
             shared = _Compiled(mjx_env, obs_struct, make_vector_functions(mjx_env, spec), self.jax_device)
-            if share_key:
-                _SHARED[share_key] = shared
-                while len(_SHARED) > _SHARED_LIMIT:
-                    _SHARED.popitem(last=False)
-        elif share_key:
+        if share_key:
+            _SHARED_LIVE[share_key] = shared
+            _SHARED[share_key] = shared
             _SHARED.move_to_end(share_key)
+            while len(_SHARED) > _SHARED_LIMIT:
+                _SHARED.popitem(last=False)
         self.mjx_env, obs_struct = shared.mjx_env, shared.obs_struct
         self.obs_key = obs_key
         self.has_privileged_state = False

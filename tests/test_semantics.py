@@ -145,9 +145,15 @@ def test_step_before_reset_is_an_error():
         envs.step(torch.zeros(2, 1))
 
 
-def test_envs_of_identical_settings_share_compiled_functions_not_state(short_env):
-    import playground_gym
+def test_envs_of_identical_settings_share_compiled_functions_not_state(short_env, monkeypatch):
+    from collections import OrderedDict
 
+    import playground_gym
+    from playground_gym import vector_env
+
+    # As after many other envs were made (the LRU of recently used settings evicted short_env's): a live env's
+    # compiled functions are still found.
+    monkeypatch.setattr(vector_env, "_SHARED", OrderedDict())
     twin = playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT,
                                    reward_scale=2.0, seed=7)  # e.g. a trainer's evaluation envs
     other = playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=SHORT + 1,

@@ -166,6 +166,16 @@ def menagerie_status() -> tuple[bool, str]:
     return path is not None, why and f"{why} (campaigns never clone it; set the variable to an existing checkout)"
 
 
+def menagerie_lacks(env_id: str) -> list[str]:
+    """The robot folders of ``env_id`` missing from the available Menagerie (a partial one, e.g. built by
+    ``python -m playground_gym.menagerie``, covers only some envs); ``[]`` if it has them all."""
+    from playground_gym.loading import find_menagerie
+    from playground_gym.menagerie import missing_robots
+
+    path, _ = find_menagerie()
+    return missing_robots(env_id, path) if path is not None else []
+
+
 def _suite_envs(suite: str) -> list[str]:
     if suite == "dm_control_suite":
         return list(DM_CONTROL_ENVS)
@@ -195,6 +205,13 @@ def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
                     notes.append(f"skipped {len(names)} {suite} envs ({', '.join(names)}): mujoco_menagerie is not "
                                  f"available: {why}")
                     continue
+                lacking = {name: menagerie_lacks(name) for name in names}
+                skipped = [name for name in names if lacking[name]]
+                if skipped:
+                    folders = sorted({folder for name in skipped for folder in lacking[name]})
+                    notes.append(f"skipped {len(skipped)} {suite} envs ({', '.join(skipped)}): the mujoco_menagerie "
+                                 f"here is partial and lacks {', '.join(folders)}")
+                    names = [name for name in names if not lacking[name]]
             envs += names
         if not envs:
             raise CampaignError(f"--envs {spec}: no env is runnable here; " + "; ".join(notes))
@@ -221,6 +238,10 @@ def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
             if not ok:
                 raise CampaignError(f"--envs: {name} ({suite_of(name)}) needs mujoco_menagerie, which is not "
                                     f"available: {why}")
+            lacking = menagerie_lacks(name)
+            if lacking:
+                raise CampaignError(f"--envs: {name} needs the mujoco_menagerie folders {', '.join(lacking)}, which "
+                                    f"the (partial) mujoco_menagerie here lacks")
         envs.append(name)
     return list(dict.fromkeys(envs)), notes
 

@@ -129,6 +129,22 @@ def test_dry_run_paper_skips_menagerie_envs_with_reason(capsys, tmp_path, monkey
     assert all(("--preset official" if "ppo_multiunroll" in ln else "--num-envs 2048") in ln for ln in lines)
 
 
+def test_a_partial_menagerie_runs_the_envs_it_covers_and_names_what_it_lacks(capsys, tmp_path, monkeypatch):
+    partial = tmp_path / "menagerie"
+    for robot in ("unitree_go1", "unitree_g1"):  # as python -m playground_gym.menagerie builds it
+        (partial / robot / "assets").mkdir(parents=True)
+        (partial / robot / "assets" / "mesh.stl").write_bytes(b"")
+    monkeypatch.setenv("PLAYGROUND_GYM_MENAGERIE_PATH", str(partial))
+    rc, lines, err = dry(capsys, "--preset", "smoke", "--envs", "all", "--out", str(tmp_path / "out"))
+    go1_g1 = {ln.split("--env-id ")[1].split()[0] for ln in lines if "--env-id Go1" in ln or "--env-id G1" in ln}
+    assert rc == 0 and len(lines) == (25 + 7) * 3
+    assert go1_g1 == {"Go1JoystickFlatTerrain", "Go1JoystickRoughTerrain", "Go1Getup", "Go1Handstand",
+                      "Go1Footstand", "G1JoystickFlatTerrain", "G1JoystickRoughTerrain"}
+    assert "skipped 12 locomotion envs" in err and "skipped 10 manipulation envs" in err and "lacks" in err
+    with pytest.raises(campaign.CampaignError, match="BerkeleyHumanoidJoystickFlatTerrain needs .*berkeley_humanoid"):
+        campaign.resolve_envs("Go1Getup,BerkeleyHumanoidJoystickFlatTerrain")
+
+
 def test_overrides_and_extra_flags(capsys, tmp_path):
     rc, lines, _ = dry(capsys, "--envs", "playground/CartpoleBalance,pointmass", "--seeds", "2",
                        "--scripts", "ppo_continuous", "--total-timesteps", "8192", "--out", str(tmp_path),

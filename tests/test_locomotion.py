@@ -127,3 +127,26 @@ def test_every_go1_g1_env_loads_and_steps(env_id, partial_menagerie):
     assert torch.isfinite(obs).all() and not (terminated & truncated).any()
     if env_id.startswith("G1Joystick"):
         assert terminated_seen  # G1 falls under zero actions within 50 steps (seen: 3 falls)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["ppo_continuous", "ppo_tanh", "ppo_multiunroll"])
+def test_each_trainer_trains_go1_end_to_end(trainer, partial_menagerie, tmp_path):
+    """A tiny training of each trainer on Go1JoystickFlatTerrain (dict obs, falls, 1000-step official episodes cut to
+    100): it finishes, writes summary.json and evaluates to a finite return."""
+    import json
+    import subprocess
+    import sys
+
+    from trainer_harness import TINY, TINY_MULTIUNROLL, TRAINERS
+
+    args = list(TINY_MULTIUNROLL if trainer == "ppo_multiunroll" else TINY)
+    args[args.index("playground/CartpoleBalance")] = "Go1JoystickFlatTerrain"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{MENAGERIE_ENV_VAR: str(partial_menagerie)})
+    result = subprocess.run([sys.executable, str(TRAINERS / f"{trainer}.py"), *args, "--runs-dir", "runs"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (summary_path,) = (tmp_path / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["env_id"] == "Go1JoystickFlatTerrain" and summary["env_steps"] == 4096
+    assert np.isfinite(summary["final_eval_return"]) and len(summary["eval_history"]) >= 2

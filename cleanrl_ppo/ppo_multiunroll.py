@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import torch.optim as optim
 from torch.distributions.normal import Normal
 
+from playground_gym.distributed import all_reduce_gradients  # a no-op in one process
 from playground_gym.experiment import CLIError, Experiment, ExperimentArgs, RunningMeanStd, cli, derive_seed
 
 
@@ -280,6 +281,7 @@ def update(agent, optimizer, s, args, nonfinite_updates):
 
             optimizer.zero_grad()
             loss.backward()
+            all_reduce_gradients(agent.parameters())  # torchrun: the mean over ranks, before clipping
             if args.max_grad_norm is not None and args.max_grad_norm > 0:  # None: official, no clipping
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             else:
@@ -301,7 +303,7 @@ def main(argv=None, start_time=None):
     n_unrolls, steps_per_update = rollout_shape(args.num_envs, args.batch_size, args.num_minibatches,
                                                 args.unroll_length)
     n_segments, T = args.batch_size * args.num_minibatches, args.unroll_length
-    num_iterations = args.total_timesteps // steps_per_update
+    num_iterations = args.total_timesteps // (steps_per_update * run.world.size)  # steps of all ranks
     eval_every = args.eval_interval or num_iterations  # Brax resets num_resets_per_eval times between evaluations
     reset_every = max(1, eval_every // args.num_resets_per_eval) if args.num_resets_per_eval else 0
     print(f"update: {n_unrolls} unrolls x {args.num_envs} envs x {T} steps = {steps_per_update} steps in {n_segments} "

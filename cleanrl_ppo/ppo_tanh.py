@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import torch.optim as optim
 from torch.distributions.normal import Normal
 
+from playground_gym.distributed import all_mean, all_reduce_gradients  # no-ops in one process
 from playground_gym.experiment import CLIError, Experiment, ExperimentArgs, RunningMeanStd, cli  # noqa: F401
 
 
@@ -263,6 +264,7 @@ def update(agent, optimizer, b, args, nonfinite_updates):
 
             optimizer.zero_grad()
             loss.backward()
+            all_reduce_gradients(agent.parameters())  # torchrun: the mean over ranks, before clipping
             if args.max_grad_norm > 0:
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
             else:
@@ -272,7 +274,7 @@ def update(agent, optimizer, b, args, nonfinite_updates):
             optimizer.step()
             nonfinite_updates += nonfinite
         if args.target_kl is not None:
-            stop |= approx_kl > args.target_kl
+            stop |= all_mean(approx_kl) > args.target_kl  # every rank stops together
     return {"losses/value_loss": v_loss.detach(), "losses/policy_loss": pg_loss.detach(),
             "losses/entropy": entropy_loss.detach(), "losses/approx_kl": approx_kl,
             "losses/clipfrac": torch.stack(clipfracs).mean()}
@@ -282,7 +284,7 @@ def main(argv=None, start_time=None):
     run = Experiment(Args, argv, start_time)
     args = run.args
     batch_size = args.num_envs * args.num_steps
-    num_iterations = args.total_timesteps // batch_size
+    num_iterations = args.total_timesteps // (batch_size * run.world.size)  # steps of all ranks
     print(f"batch {batch_size} = {args.num_envs} envs x {args.num_steps} steps, {num_iterations} updates of "
           f"{args.update_epochs} epochs x {args.num_minibatches} minibatches of {batch_size // args.num_minibatches}")
 

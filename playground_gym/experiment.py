@@ -13,6 +13,11 @@ update) and hands the rest to an :class:`Experiment`:
         run.end_iteration(iteration, steps, next_obs, metrics, act)           # eval, one log transfer, checkpoint
     run.finish(act)                                    # model, video, summary.json
 
+Launched by ``torchrun --nproc-per-node N``, a trainer runs data-parallel (see :mod:`playground_gym.distributed`):
+each rank steps its own envs (seeded by its rank) on its own device, ``--total-timesteps`` and ``global_step`` count
+the env steps of all ranks, and rank 0 alone evaluates and writes TensorBoard, checkpoints (holding every rank's env
+state and RNGs) and ``summary.json``. A plain ``python`` run never initialises ``torch.distributed``.
+
 Everything a checkpoint holds is what the next update reads (modules, optimizer, normalisers, the env state, the
 last observation, every RNG, counters, accumulators, evaluation history, the learning-rate schedule), so a run
 killed after a checkpoint and resumed with ``--resume`` ends bit-identical to the uninterrupted run (on CPU; on CUDA
@@ -36,6 +41,7 @@ import random
 import shutil
 import sys
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -47,6 +53,7 @@ import torch.nn as nn
 import tyro
 
 import playground_gym
+from playground_gym import distributed
 from playground_gym.baselines import random_policy_return
 
 __all__ = ["CLIError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
@@ -102,6 +109,8 @@ class ExperimentArgs:
     """evaluate with sampled actions instead of the deterministic action"""
     log_interval: int = 1
     """write scalars and progress every this many updates (the only time values leave the device)"""
+    dist_timeout: float = 900.0
+    """torchrun runs: seconds a collective may wait for the other ranks before the run fails (a dead or hung rank)"""
 
     # field -> official_config key of the fields that None resolves per env; trainers extend it
     per_env_defaults: ClassVar[dict[str, str]] = {"episode_length": "episode_length",
@@ -120,6 +129,7 @@ class ExperimentArgs:
             (min(self.eval_interval, self.checkpoint_interval) >= 0 and self.log_interval > 0,
              "--eval-interval and --checkpoint-interval must be >= 0, --log-interval > 0"),
             (self.seed >= 0, f"--seed must be >= 0; got {self.seed}"),
+            (self.dist_timeout > 0, f"--dist-timeout must be > 0; got {self.dist_timeout}"),
         ]
 
 
@@ -190,7 +200,9 @@ class RunningMeanStd(nn.Module):
     """Running mean and variance over batches (Chan et al.'s parallel Welford update), on the device in float64.
 
     The statistics are buffers, so they travel with ``state_dict()`` into checkpoints. A batch with a non-finite
-    value is skipped (without a host sync), so one bad batch cannot poison every later normalisation.
+    value is skipped (without a host sync), so one bad batch cannot poison every later normalisation. In a
+    distributed run each update folds in the batches of all ranks (:func:`playground_gym.distributed.merge_moments`;
+    one non-finite batch makes every rank skip), so every rank normalises with the same statistics, as Brax does.
 
     Example:
         >>> rms = RunningMeanStd((2,))
@@ -212,10 +224,13 @@ class RunningMeanStd(nn.Module):
         x = x.reshape((-1,) + self.mean.shape).to(torch.float64)
         n = x.shape[0]
         batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        finite = torch.isfinite(x).all()
+        if distributed.active():  # the statistics of every rank's batch together, identical on every rank
+            n, batch_mean, batch_var = distributed.merge_moments(n, batch_mean, batch_var)
+            finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
         total = self.count + n
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
-        finite = torch.isfinite(x).all()
         self.mean.copy_(torch.where(finite, self.mean + delta * n / total, self.mean))
         self.var.copy_(torch.where(finite, m2 / total, self.var))
         self.count.copy_(torch.where(finite, total, self.count))
@@ -356,6 +371,10 @@ class Experiment:
 
     def __init__(self, args_type: type, argv: list[str] | None = None, start_time: float | None = None) -> None:
         self.start_time = start_time or time.time()
+        try:
+            self.world = distributed.World.from_environment()
+        except distributed.DistributedError as e:
+            raise CLIError(str(e)) from None
         args = parse_args(args_type, argv)
         self.resumed: dict[str, Any] | None = None
         self.extended_from: int | None = None
@@ -370,6 +389,9 @@ class Experiment:
             given = sys.argv[1:] if argv is None else argv  # flags that may change on resume: device, total_timesteps
             extend = any(a.split("=")[0] in ("--total-timesteps", "--total_timesteps") for a in given)
             saved = checkpoint["args"]
+            if checkpoint.get("world_size", 1) != self.world.size:
+                raise CLIError(f"--resume: {path} is a checkpoint of {checkpoint.get('world_size', 1)} rank(s); this "
+                               f"run has {self.world.size} (resume with the same torchrun --nproc-per-node/--nnodes)")
             if extend and args.total_timesteps != saved["total_timesteps"]:
                 if args.total_timesteps < checkpoint["global_step"]:
                     raise CLIError(f"--total-timesteps ({args.total_timesteps}) must be >= the checkpoint's "
@@ -380,15 +402,30 @@ class Experiment:
             args, _ = resolve_args(args)  # tuples from JSON lists; values are all set, so nothing is overridden
             self.sources, self.run_dir, self.resumed = checkpoint["sources"], os.path.dirname(os.path.abspath(path)), \
                 checkpoint
-            print(f"resume: continuing from step {checkpoint['global_step']} with the checkpoint's saved args")
+            if self.world.is_main:
+                print(f"resume: continuing from step {checkpoint['global_step']} with the checkpoint's saved args")
         else:
             args, self.sources = resolve_args(args)
             self.run_dir = os.path.join(args.runs_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__"
                                                        f"{int(self.start_time)}")
         self.args = args
-        print(f"{'resuming' if self.resumed else 'run'}: {self.run_dir}")
-        print("resolved per-env settings: " + ", ".join(f"{k}={getattr(args, k)} ({v})" for k, v in self.sources.items()))
-        print("args: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
+        world = self.world
+        self.device_spec = args.device
+        if world.active:
+            try:
+                self.device_spec = distributed.rank_device(args.device, world, bool(playground_gym.backend._jax_gpus()))
+            except ValueError as e:
+                raise CLIError(str(e)) from None
+            distributed.init_world(self.device_spec, args.dist_timeout, world)
+            shared = [self.run_dir]
+            torch.distributed.broadcast_object_list(shared, src=0)  # rank 0's folder (its clock names it)
+            self.run_dir = shared[0]
+        if world.is_main:
+            print(f"{'resuming' if self.resumed else 'run'}: {self.run_dir}"
+                  + (f" ({world.size} ranks, data-parallel)" if world.active else ""))
+            print("resolved per-env settings: " + ", ".join(f"{k}={getattr(args, k)} ({v})"
+                                                            for k, v in self.sources.items()))
+            print("args: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
 
         # TRY NOT TO MODIFY: seeding
         random.seed(args.seed)
@@ -397,7 +434,8 @@ class Experiment:
         torch.backends.cudnn.deterministic = args.torch_deterministic
         if args.torch_threads:
             torch.set_num_threads(args.torch_threads)
-        if args.pin_jax_cpu and (cpu := playground_gym.backend.pin_jax_cpu(args.device)) is not None:
+        # Ranks sharing a machine would all pin JAX to the same core; they keep the OS's placement.
+        if args.pin_jax_cpu and not world.active and (cpu := playground_gym.backend.pin_jax_cpu(args.device)) is not None:
             print(f"CPU run: JAX's env steps pinned to CPU {cpu} (one thread), torch on {torch.get_num_threads()} threads")
         torch.set_flush_denormal(True)  # as XLA on CPU: denormal gradients made backward passes up to ~10x slower here
 
@@ -407,6 +445,7 @@ class Experiment:
         self.envs: Any = None
         self.eval_envs: Any = None
         self._modules: dict[str, Any] = {}
+        self.replica_checks: list[dict[str, Any]] = []
 
     # -- envs and start ---------------------------------------------------------------------------------------------
 
@@ -415,13 +454,13 @@ class Experiment:
         unless --num-eval-envs differs, so they share one compiled step. ``env_kwargs`` go to both (e.g. a
         ``reward_scale``: evaluation reads the unscaled episode returns)."""
         args = self.args
-        kwargs = dict(device=args.device, episode_length=args.episode_length, action_repeat=args.action_repeat,
+        kwargs = dict(device=self.device_spec, episode_length=args.episode_length, action_repeat=args.action_repeat,
                       full_reset=args.full_reset, quiet=True, **env_kwargs)
         num_eval_envs = args.num_eval_envs or num_envs
-        if num_eval_envs != num_envs:
+        if num_eval_envs != num_envs and self.world.is_main:
             print(f"note: --num-eval-envs {num_eval_envs} != {num_envs} training envs: evaluation compiles its own step")
         try:
-            self.envs = playground_gym.make_vec(args.env_id, num_envs, seed=derive_seed(args.seed, "train"), **kwargs)
+            self.envs = playground_gym.make_vec(args.env_id, num_envs, seed=self._train_seed(), **kwargs)
             self.eval_envs = playground_gym.make_vec(args.env_id, num_eval_envs, seed=derive_seed(args.seed, "eval"),
                                                      **kwargs)
         except (ValueError, TypeError, KeyError) as e:
@@ -431,6 +470,10 @@ class Experiment:
         self.nonfinite_updates = torch.zeros((), device=self.device)
         self.baseline = self._baseline()
         return self.envs
+
+    def _train_seed(self) -> int:
+        """The training envs' seed: rank r of a distributed run gets its own (rank 0, and a single process, index 0)."""
+        return derive_seed(self.args.seed, "train", self.world.rank)
 
     def _baseline(self) -> float | None:
         args = self.args
@@ -452,24 +495,39 @@ class Experiment:
         from torch.utils.tensorboard import SummaryWriter
 
         self._modules = modules
+        world = self.world
+        networks = [m for m in modules.values() if isinstance(m, nn.Module)]
         if self.resumed is None:
-            next_obs, _ = self.envs.reset(seed=derive_seed(self.args.seed, "train"))
-            self.writer = SummaryWriter(self.run_dir)
+            next_obs, _ = self.envs.reset(seed=self._train_seed())
+            if world.active:  # one model on every rank; then each rank samples its own actions and minibatches
+                distributed.broadcast_parameters(networks)
+                distributed.check_replicated(networks, "start")
+                rank_seed = derive_seed(self.args.seed, "torch", world.rank)
+                if world.rank:
+                    torch.manual_seed(rank_seed)
+                    np.random.seed(rank_seed % 2**32)
+                    random.seed(rank_seed)
+            self.writer = SummaryWriter(self.run_dir) if world.is_main else None
+            if self.writer is None:
+                return next_obs
             self.writer.add_text("hyperparameters", "|param|value|source|\n|-|-|-|\n" + "\n".join(
                 f"|{k}|{v}|{self.sources.get(k, 'default or flag')}|" for k, v in vars(self.args).items()))
             return next_obs
         c = self.resumed
         for name, module in modules.items():
             module.load_state_dict(c[name])
-        self.envs.load_state_dict(c["envs"])
-        self.episode_stats.copy_(c["episode_stats"])
+        own = c if world.rank == 0 else c["rank_states"][world.rank - 1]  # this rank's envs, observations, RNGs
+        self.envs.load_state_dict(own["envs"])
+        self.episode_stats.copy_(own["episode_stats"])
         self.nonfinite_updates.copy_(c["nonfinite_updates"])
         self.global_step, self.start_iteration, self.eval_history = c["global_step"], c["iteration"], c["eval_history"]
         self.prior_wall, self.last_return, self.lr_segment = c["wall_time"], c["last_return"], c["lr_segment"]
-        _set_rng_states(c["rng"])
+        self.replica_checks = c.get("replica_checks", [])
+        _set_rng_states(own["rng"])
         # purge_step drops events a killed run wrote after its last checkpoint, so curves do not overlap
-        self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1)
-        return c["next_obs"].to(self.device)
+        self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1) if world.is_main else None
+        distributed.check_replicated(networks, "resume")
+        return own["next_obs"].to(self.device)
 
     def iterations(self, num_iterations: int) -> Iterator[int]:
         """The updates still to run, 1-based; a progress bar follows ``global_step``."""
@@ -482,7 +540,7 @@ class Experiment:
             self.lr_segment = extend_schedule(self.lr_segment, self.start_iteration, num_iterations)
         self.session_start_step, self.session_start_time = self.global_step, time.time()
         self.progress = tqdm(total=self.args.total_timesteps, initial=self.global_step, unit="step", file=sys.stdout,
-                             disable=not sys.stdout.isatty(), dynamic_ncols=True)
+                             disable=not sys.stdout.isatty() or not self.world.is_main, dynamic_ncols=True)
         return iter(range(self.start_iteration + 1, num_iterations + 1))
 
     def lr_fraction(self, iteration: int) -> float:
@@ -499,9 +557,9 @@ class Experiment:
         ``act(raw_obs, deterministic)``: the policy evaluated.
         """
         args = self.args
-        self.global_step += steps
+        self.global_step += steps * self.world.size
         last = iteration == self.num_iterations
-        if (args.eval_interval and iteration % args.eval_interval == 0) or last:
+        if ((args.eval_interval and iteration % args.eval_interval == 0) or last) and self.world.is_main:
             eval_return = evaluate(act, self.eval_envs, derive_seed(args.seed, "eval", iteration), args.eval_stochastic)
             wall = self.wall_time()
             self.eval_history.append({"step": self.global_step, "wall_time": round(wall, 2), "return": eval_return})
@@ -519,8 +577,13 @@ class Experiment:
         names = ["ep_sum", "ep_len", "ep_count", "nonfinite", *tensors]
         values = torch.cat([self.episode_stats, self.nonfinite_updates[None]] +
                            [v.detach().reshape(1).to(self.episode_stats) for v in tensors.values()])
+        if self.world.active:  # episodes summed over the ranks; everything else (losses, skipped steps) averaged
+            torch.distributed.all_reduce(values)
+            values[3:] /= self.world.size
         host = dict(zip(names, values.tolist()))  # the one transfer of this log interval
         self.episode_stats.zero_()
+        if not self.world.is_main:
+            return
         step, writer = self.global_step, self.writer
         sps = int((step - self.session_start_step) / (time.time() - self.session_start_time))
         if host["ep_count"] > 0:
@@ -543,12 +606,25 @@ class Experiment:
         return self.prior_wall + time.time() - self.start_time
 
     def _checkpoint(self, iteration: int, next_obs: torch.Tensor) -> None:
+        world = self.world
+        own = {"envs": self.envs.state_dict(), "next_obs": next_obs.detach().cpu(), "rng": _rng_states(self.device),
+               "episode_stats": self.episode_stats.cpu()}
+        rank_states: list[Any] = []
+        if world.active:  # the ranks must still train one model; rank 0 saves every rank's own state
+            networks = [m for m in self._modules.values() if isinstance(m, nn.Module)]
+            checksum = distributed.check_replicated(networks, f"checkpoint at iteration {iteration}")
+            self.replica_checks.append({"iteration": iteration, "crc32": f"{checksum:08x}", "ranks": world.size})
+            rank_states = [None] * world.size
+            torch.distributed.all_gather_object(rank_states, own)
+            if not world.is_main:
+                return
         state = {name: module.state_dict() for name, module in self._modules.items()}
+        state.update(own)
         state.update({
             "format": CHECKPOINT_FORMAT, "args": asdict(self.args), "sources": self.sources,
-            "envs": self.envs.state_dict(), "next_obs": next_obs.detach().cpu(), "rng": _rng_states(self.device),
+            "world_size": world.size, "rank_states": rank_states[1:], "replica_checks": self.replica_checks,
             "global_step": self.global_step, "iteration": iteration, "eval_history": self.eval_history,
-            "episode_stats": self.episode_stats.cpu(), "nonfinite_updates": self.nonfinite_updates.cpu(),
+            "nonfinite_updates": self.nonfinite_updates.cpu(),
             "last_return": self.last_return, "lr_segment": self.lr_segment, "wall_time": self.wall_time(),
         })
         path = os.path.join(self.run_dir, "checkpoint.pt")
@@ -563,6 +639,11 @@ class Experiment:
         """Save the model (``model``: names of registered modules), a video, ``summary.json``; close everything."""
         args = self.args
         self.progress.close()
+        if not self.world.is_main:
+            self.envs.close()
+            self.eval_envs.close()
+            torch.distributed.destroy_process_group()
+            return {}
         if args.save_model:
             path = os.path.join(self.run_dir, f"{args.exp_name}.cleanrl_model")
             torch.save({**{name: self._modules[name].state_dict() for name in model}, "args": asdict(args)}, path)
@@ -581,6 +662,7 @@ class Experiment:
             "eval_deterministic": not args.eval_stochastic,
             "nan_skipped_updates": int(self.nonfinite_updates.item()),
             "env_trace_counts": dict(self.envs.trace_counts),
+            "world_size": self.world.size, "replica_checks": self.replica_checks,
             "eval_history": self.eval_history, "args": asdict(args),
         }
         with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
@@ -591,6 +673,8 @@ class Experiment:
         self.envs.close()
         self.eval_envs.close()
         self.writer.close()
+        if self.world.active:
+            torch.distributed.destroy_process_group()
         return summary
 
 
@@ -601,3 +685,13 @@ def cli(main: Callable[..., Any], start_time: float | None = None) -> None:
     except CLIError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (distributed.DistributedError, torch.distributed.DistError, RuntimeError) as e:
+        world = distributed.World.from_environment()
+        if not world.active:
+            raise
+        if not isinstance(e, (distributed.DistributedError, torch.distributed.DistError)):
+            traceback.print_exc()  # gloo reports a dead peer as a plain RuntimeError: keep the trace of anything else
+        print(f"{os.path.basename(sys.argv[0])}: rank {world.rank} of {world.size}: error: {e}\n(in a distributed run "
+              f"this usually means a collective failed or timed out: another rank died, hangs, or disagrees; see its "
+              f"log)", file=sys.stderr)
+        sys.exit(1)

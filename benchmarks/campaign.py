@@ -513,7 +513,7 @@ def run_tasks(tasks: Sequence[Task], workers: int, timeout: float | None = None,
 # ----------------------------------------------------------------------------------------------------- SLURM
 
 _SBATCH = """#!/usr/bin/env bash
-# Written by benchmarks/campaign.py: one array task per run; line N+1 of commands.txt is task N
+# Written by benchmarks/campaign.py: one array task per run; line N+1 of the list below (= commands.txt) is task N
 # ("KEY<TAB>RUNS_DIR<TAB>COMMAND"). Same layout as local runs: logs/KEY.log, status/KEY.json, RUNS_DIR/*/summary.json.
 #SBATCH --job-name={job_name}
 #SBATCH --array=0-{last}%{workers}
@@ -523,7 +523,11 @@ set -euo pipefail
 cd {repo}
 export PYTHON="${{PYTHON:-{python}}}"
 export PYTHONUNBUFFERED=1
-LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {commands})
+# The commands are part of this script (sbatch keeps a copy at submission), so a later campaign writing to the same
+# folder cannot change what a queued task runs; {commands} is the same list, for reading.
+LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" <<'PLAYGROUND_GYM_COMMANDS'
+{commands_text}PLAYGROUND_GYM_COMMANDS
+)
 IFS=$'\\t' read -r KEY RUNS_DIR CMD <<< "$LINE"
 LOG={logs}/$KEY.log
 STATUS={status}/$KEY.json
@@ -543,11 +547,13 @@ exit "$RC"
 
 
 def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequence[str] = (),
-                job_name: str = "playground_gym_bench") -> tuple[Path, Path]:
+                job_name: str = "playground_gym_bench", gpus_per_run: int = 0) -> tuple[Path, Path]:
     """Write ``out/slurm/commands.txt`` and ``out/slurm/benchmark.sbatch`` (a job array over ``tasks``).
 
     The commands use ``"$PYTHON"`` (default: this interpreter) so that the cluster's Python can be chosen at
-    submission. Returns (sbatch path, commands path).
+    submission. ``gpus_per_run`` N > 0 asks SLURM for N GPUs per task; N > 1 runs each trainer under
+    ``srun ... torchrun --standalone --nproc-per-node N`` (one rank per GPU of the task's node). Returns (sbatch
+    path, commands path).
     """
     if not tasks:
         raise CampaignError("--slurm: nothing to run (every planned run is complete)")
@@ -557,14 +563,19 @@ def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequenc
     lines = []
     for t in tasks:
         cmd = '"$PYTHON" ' + shlex.join(t.command[1:])
+        if gpus_per_run > 1:
+            cmd = (f'srun --ntasks=1 --gres=gpu:{gpus_per_run} "$PYTHON" -m torch.distributed.run --standalone '
+                   f'--nproc-per-node {gpus_per_run} ' + shlex.join(t.command[1:]))
         lines.append(f"{t.key}\t{t.runs_dir}\t{cmd}")
     commands.write_text("\n".join(lines) + "\n")
-    opts = "\n".join(f"#SBATCH {o}" for o in options)
+    gres = [f"--gres=gpu:{gpus_per_run}"] if gpus_per_run else []
+    opts = "\n".join(f"#SBATCH {o}" for o in [*gres, *options])
     sbatch = slurm_dir / "benchmark.sbatch"
     q = shlex.quote
     sbatch.write_text(_SBATCH.format(job_name=job_name, last=len(tasks) - 1, workers=workers,
                                      slurm_dir=q(str(slurm_dir)), options=opts, repo=q(str(REPO)),
-                                     python=sys.executable, commands=q(str(commands)),
+                                     python=sys.executable, commands=str(commands),
+                                     commands_text="\n".join(lines) + "\n",
                                      logs=q(str(out / "logs")), status=q(str(out / "status"))))
     sbatch.chmod(0o755)
     return sbatch, commands
@@ -622,6 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write OUT/slurm/benchmark.sbatch (job array, one run per task) and commands.txt "
                              "instead of running here")
     parser.add_argument("--submit", action="store_true", help="with --slurm: submit it with sbatch")
+    parser.add_argument("--gpus-per-run", type=int, default=0, metavar="N",
+                        help="with --slurm: give each run N GPUs (#SBATCH --gres=gpu:N); N > 1 runs it data-parallel "
+                             "as `srun torchrun --standalone --nproc-per-node N` (one rank per GPU; default: 0)")
     parser.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
                         help="extra #SBATCH line, e.g. --sbatch-option=--gres=gpu:1 (repeatable)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md and plots at the end")
@@ -661,6 +675,9 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
         raise CampaignError(f"--timeout must be > 0; got {args.timeout}")
     if args.submit and not args.slurm:
         raise CampaignError("--submit needs --slurm")
+    if args.gpus_per_run < 0 or (args.gpus_per_run and not args.slurm):
+        raise CampaignError(f"--gpus-per-run: expected an int >= 0 with --slurm; got {args.gpus_per_run}"
+                            + ("" if args.slurm else " without --slurm"))
     reserved = _flag_names(extra) & {"--env-id", "--seed", "--runs-dir"}
     if reserved:
         raise CampaignError(f"extra trainer flags may not set {', '.join(sorted(reserved))}: the campaign sets them")
@@ -691,7 +708,7 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
         "runs": [asdict(t) | {"key": t.key, "complete": t not in todo} for t in tasks]})
 
     if args.slurm:
-        sbatch, commands = write_slurm(todo, out, args.workers, args.sbatch_option)
+        sbatch, commands = write_slurm(todo, out, args.workers, args.sbatch_option, gpus_per_run=args.gpus_per_run)
         print(f"campaign: wrote {sbatch} ({len(todo)} array tasks, at most {args.workers} at once) and {commands}")
         if args.submit:
             exe = shutil.which("sbatch")

@@ -29,7 +29,7 @@ import torch.optim as optim
 from torch.distributions.normal import Normal
 
 from playground_gym.distributed import all_reduce_gradients  # a no-op in one process
-from playground_gym.experiment import CLIError, Experiment, ExperimentArgs, RunningMeanStd, cli, derive_seed
+from playground_gym.experiment import CLIError, Experiment, ExperimentArgs, RunningMeanStd, cli  # noqa: F401
 
 
 @dataclass
@@ -360,7 +360,7 @@ def main(argv=None, start_time=None):
         # ALGO LOGIC: optimizing the policy and value network, GAE per minibatch with the current critic
         metrics = update(agent, optimizer, s, args, run.nonfinite_updates)
         if reset_every and iteration % reset_every == 0:  # Brax's forced resets (episodes in progress are dropped)
-            next_obs, _ = envs.reset(seed=derive_seed(args.seed, "forced reset", iteration))
+            next_obs, _ = envs.reset(seed=run.rank_seed("forced reset", iteration))
 
         # TRY NOT TO MODIFY: evaluation, logging (values leave the device only here, once), checkpoints
         metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]

@@ -475,6 +475,13 @@ class Experiment:
         """The training envs' seed: rank r of a distributed run gets its own (rank 0, and a single process, index 0)."""
         return derive_seed(self.args.seed, "train", self.world.rank)
 
+    def rank_seed(self, purpose: str, index: int = 0) -> int:
+        """``derive_seed(seed, purpose, index)`` for this rank's own draws (e.g. a trainer's forced env resets):
+        a single process and rank 0 get exactly that; rank r > 0 a further split of it by its rank, so ranks never
+        draw the same initial states."""
+        seed = derive_seed(self.args.seed, purpose, index)
+        return seed if self.world.rank == 0 else derive_seed(seed, "rank", self.world.rank)
+
     def _baseline(self) -> float | None:
         args = self.args
         try:

@@ -171,3 +171,16 @@ def test_a_dead_rank_makes_the_survivor_exit_nonzero_with_a_message(tmp_path):
     assert "rank 0 of 2: error" in rest and "another rank died" in rest, rest[-3000:]
     assert waited < 110  # a dead peer's closed connection fails the collective; the timeout bounds a hung one
     assert not list((tmp_path / "runs").glob("*/summary.json"))
+
+
+def test_each_rank_draws_its_own_forced_reset_states_and_rank_0_those_of_one_process():
+    from types import SimpleNamespace
+
+    from playground_gym.experiment import Experiment, derive_seed
+
+    def seed_of(rank: int, size: int) -> int:
+        run = SimpleNamespace(args=SimpleNamespace(seed=1), world=distributed.World(rank, rank, size))
+        return Experiment.rank_seed(run, "forced reset", 3)
+
+    assert seed_of(0, 1) == seed_of(0, 2) == derive_seed(1, "forced reset", 3)
+    assert len({seed_of(r, 4) for r in range(4)}) == 4

@@ -5,7 +5,9 @@ on the whole batch, and writes what it found to OUT_DIR/rank<r>.json (no JAX: th
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -68,5 +70,24 @@ def main(out: Path) -> None:
     torch.distributed.destroy_process_group()
 
 
+def hang(out: Path, timeout_s: float) -> None:
+    """Rank 1 hangs (sleeps past the timeout) before a collective; rank 0's all_reduce must fail after the timeout."""
+    world = distributed.init_world("cpu", timeout_s=timeout_s)
+    if world.rank == 1:
+        time.sleep(3 * timeout_s)
+        return
+    start = time.time()
+    try:
+        distributed.all_mean(torch.ones(3))
+        error = None
+    except RuntimeError as e:  # gloo's timeout (a DistError subclass in recent torch)
+        error = f"{type(e).__name__}: {e}"
+    (out / "hang.json").write_text(json.dumps({"error": error, "waited": time.time() - start}))
+    os._exit(0)  # the process group cannot be shut down cleanly while the peer sleeps
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) > 2 and sys.argv[2] == "hang":
+        hang(Path(sys.argv[1]), float(sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]))

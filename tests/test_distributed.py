@@ -74,6 +74,13 @@ def test_sync_functions_on_two_ranks_equal_one_process_on_the_concatenated_data(
     assert ranks[0]["rms_mean"] == ranks[1]["rms_mean"] and ranks[0]["rms_var"] == ranks[1]["rms_var"]  # bitwise
 
 
+def test_a_hung_rank_fails_the_others_collective_after_the_timeout(tmp_path):
+    result = torchrun(TESTS / "distributed_worker.py", [str(tmp_path), "hang", "5"], cwd=tmp_path, timeout=120)
+    found = json.loads((tmp_path / "hang.json").read_text())
+    assert found["error"] is not None, result.stdout + result.stderr
+    assert 4 < found["waited"] < 30  # the 5 s timeout, not forever
+
+
 @pytest.fixture(scope="module")
 def continuous_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("dist_continuous")

@@ -39,7 +39,8 @@ def label_of(summary: dict, summaries: list[dict]) -> str:
     return f"{name} (seed {summary.get('seed')})" if len(seeds) > 1 else name
 
 
-def plot(summaries: list[dict], out: str, title: str | None = None, labels: list[str] | None = None) -> None:
+def plot(summaries: list[dict], out: str, title: str | None = None, labels: list[str] | None = None,
+         references: dict[str, float] | None = None) -> None:
     fig, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
     for i, summary in enumerate(summaries):
         history = summary["eval_history"]
@@ -54,6 +55,9 @@ def plot(summaries: list[dict], out: str, title: str | None = None, labels: list
         baseline = baselines.pop()
         for ax in (ax_steps, ax_wall):
             ax.axhline(baseline, color="gray", linestyle="--", linewidth=1, label="random policy")
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
+        for ax in (ax_steps, ax_wall):
+            ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{name} ({value:g})")
     env_ids = sorted({s.get("env_id", "?") for s in summaries})
     ax_steps.set_xlabel("env steps (agent decisions)")
     ax_wall.set_xlabel("wall time (s, imports and JIT compiles included)")
@@ -79,10 +83,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--title", default=None, help="figure title (default: the env ids)")
     parser.add_argument("--labels", nargs="+", default=None, help="one legend label per run (default: exp_name)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=VALUE",
+                        help="a horizontal reference line, e.g. --reference 'zero action=4.2' (repeatable)")
     args = parser.parse_args(argv)
+    references = {}
+    for item in args.reference:
+        name, sep, value = item.rpartition("=")
+        try:
+            references[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            parser.error(f"--reference: expected NAME=NUMBER; got {item!r}")
     if args.labels and len(args.labels) != len(args.runs):
         parser.error(f"--labels needs one label per run: {len(args.runs)} runs, {len(args.labels)} labels")
-    plot([load_summary(r) for r in args.runs], args.out, args.title, args.labels)
+    plot([load_summary(r) for r in args.runs], args.out, args.title, args.labels, references)
     print(f"saved {args.out}")
 
 

@@ -410,3 +410,22 @@ def test_report_cli_errors_on_missing_path(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), str(tmp_path / "nope"), "--out",
                         str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no such run folder" in r.stderr
+
+
+def test_learning_curve_plot_draws_reference_lines_and_refuses_bad_ones(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import plot_learning_curves
+
+    for seed in (1, 2):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        history = [{"step": 1000 * k, "wall_time": 10.0 * k, "return": float(k * seed)} for k in (1, 2, 3)]
+        (run / "summary.json").write_text(json.dumps({"env_id": "Go1Getup", "exp_name": "ppo_tanh", "seed": seed,
+                                                      "eval_history": history, "random_policy_return": None}))
+    out = tmp_path / "curves.png"
+    plot_learning_curves.main([str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(out),
+                               "--reference", "random policy=0.001", "--reference", "zero action=2.5"])
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        plot_learning_curves.main([str(tmp_path / "run1"), "--out", str(out), "--reference", "zero action"])
+    assert "expected NAME=NUMBER" in capsys.readouterr().err

@@ -102,6 +102,20 @@ def test_go1_draws_a_new_joystick_command_every_episode(go1):
     assert len({tuple(c) for c in np.round(second, 5)}) == 4  # and the 4 slots differ from each other
 
 
+def test_a_non_finite_action_resets_only_that_go1(go1):
+    """NaN handling on a real legged robot. Go1's physics could not be driven non-finite with valid actions
+    (bang-bang +-1 actions, 600 steps x 16 envs: 322 falls, no non-finite state), so the non-finite input is given."""
+    go1.reset(seed=2)
+    go1.step(torch.zeros(4, 12))
+    actions = torch.zeros(4, 12)
+    actions[2, 3] = float("nan")
+    obs, reward, terminated, truncated, info = go1.step(actions)
+    assert info["nan_reset"].tolist() == [False, False, True, False]
+    assert terminated[2] and not truncated[2] and not terminated[[0, 1, 3]].any()
+    assert torch.isfinite(obs).all() and torch.isfinite(reward).all() and torch.isfinite(info["final_obs"]).all()
+    assert torch.isfinite(info["privileged_state"]).all()
+
+
 def test_the_official_locomotion_config():
     cfg = playground_gym.official_config("Go1JoystickFlatTerrain")
     assert cfg["num_envs"] == 8192 and cfg["unroll_length"] == 20 and cfg["action_repeat"] == 1

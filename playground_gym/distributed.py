@@ -145,10 +145,8 @@ def all_reduce_gradients(parameters: Iterable[torch.Tensor]) -> None:
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
 
 
 def all_mean(value: torch.Tensor) -> torch.Tensor:
@@ -199,7 +197,8 @@ def _checksum(modules: Iterable[torch.nn.Module]) -> int:
         for name, tensor in module.state_dict().items():
             if isinstance(tensor, torch.Tensor):
                 crc = zlib.crc32(name.encode(), crc)
-                crc = zlib.crc32(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
+                data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # 0-dim buffers too
+                crc = zlib.crc32(data.numpy().tobytes(), crc)
     return crc
 
 

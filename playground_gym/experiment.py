@@ -224,10 +224,11 @@ class RunningMeanStd(nn.Module):
         x = x.reshape((-1,) + self.mean.shape).to(torch.float64)
         n = x.shape[0]
         batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
-        finite = torch.isfinite(x).all()
         if distributed.active():  # the statistics of every rank's batch together, identical on every rank
             n, batch_mean, batch_var = distributed.merge_moments(n, batch_mean, batch_var)
             finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
+        else:
+            finite = torch.isfinite(x).all()
         total = self.count + n
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
@@ -435,7 +436,8 @@ class Experiment:
         if args.torch_threads:
             torch.set_num_threads(args.torch_threads)
         # Ranks sharing a machine would all pin JAX to the same core; they keep the OS's placement.
-        if args.pin_jax_cpu and not world.active and (cpu := playground_gym.backend.pin_jax_cpu(args.device)) is not None:
+        cpu = playground_gym.backend.pin_jax_cpu(args.device) if args.pin_jax_cpu and not world.active else None
+        if cpu is not None:
             print(f"CPU run: JAX's env steps pinned to CPU {cpu} (one thread), torch on {torch.get_num_threads()} threads")
         torch.set_flush_denormal(True)  # as XLA on CPU: denormal gradients made backward passes up to ~10x slower here
 
@@ -445,12 +447,13 @@ class Experiment:
         self.envs: Any = None
         self.eval_envs: Any = None
         self._modules: dict[str, Any] = {}
+        self._networks: list[nn.Module] = []
         self.replica_checks: list[dict[str, Any]] = []
 
     # -- envs and start ---------------------------------------------------------------------------------------------
 
     def make_envs(self, num_envs: int, **env_kwargs: Any) -> Any:
-        """The training envs (seeded by derive_seed(seed, "train")) and ``self.eval_envs``, of identical settings
+        """The training envs (seeded by rank_seed("train")) and ``self.eval_envs``, of identical settings
         unless --num-eval-envs differs, so they share one compiled step. ``env_kwargs`` go to both (e.g. a
         ``reward_scale``: evaluation reads the unscaled episode returns)."""
         args = self.args
@@ -460,7 +463,7 @@ class Experiment:
         if num_eval_envs != num_envs and self.world.is_main:
             print(f"note: --num-eval-envs {num_eval_envs} != {num_envs} training envs: evaluation compiles its own step")
         try:
-            self.envs = playground_gym.make_vec(args.env_id, num_envs, seed=self._train_seed(), **kwargs)
+            self.envs = playground_gym.make_vec(args.env_id, num_envs, seed=self.rank_seed("train"), **kwargs)
             self.eval_envs = playground_gym.make_vec(args.env_id, num_eval_envs, seed=derive_seed(args.seed, "eval"),
                                                      **kwargs)
         except (ValueError, TypeError, KeyError) as e:
@@ -471,14 +474,10 @@ class Experiment:
         self.baseline = self._baseline()
         return self.envs
 
-    def _train_seed(self) -> int:
-        """The training envs' seed: rank r of a distributed run gets its own (rank 0, and a single process, index 0)."""
-        return derive_seed(self.args.seed, "train", self.world.rank)
-
     def rank_seed(self, purpose: str, index: int = 0) -> int:
-        """``derive_seed(seed, purpose, index)`` for this rank's own draws (e.g. a trainer's forced env resets):
-        a single process and rank 0 get exactly that; rank r > 0 a further split of it by its rank, so ranks never
-        draw the same initial states."""
+        """``derive_seed(seed, purpose, index)`` for this rank's own draws (its training envs, its sampling RNGs, a
+        trainer's forced resets): a single process and rank 0 get exactly that; rank r > 0 a further split of it by
+        its rank, so ranks never draw the same initial states or noise."""
         seed = derive_seed(self.args.seed, purpose, index)
         return seed if self.world.rank == 0 else derive_seed(seed, "rank", self.world.rank)
 
@@ -502,18 +501,18 @@ class Experiment:
         from torch.utils.tensorboard import SummaryWriter
 
         self._modules = modules
-        world = self.world
-        networks = [m for m in modules.values() if isinstance(m, nn.Module)]
+        self._networks = [m for m in modules.values() if isinstance(m, nn.Module)]  # what must match across ranks
+        world, networks = self.world, self._networks
         if self.resumed is None:
-            next_obs, _ = self.envs.reset(seed=self._train_seed())
+            next_obs, _ = self.envs.reset(seed=self.rank_seed("train"))
             if world.active:  # one model on every rank; then each rank samples its own actions and minibatches
                 distributed.broadcast_parameters(networks)
                 distributed.check_replicated(networks, "start")
-                rank_seed = derive_seed(self.args.seed, "torch", world.rank)
                 if world.rank:
-                    torch.manual_seed(rank_seed)
-                    np.random.seed(rank_seed % 2**32)
-                    random.seed(rank_seed)
+                    own_seed = self.rank_seed("torch")
+                    torch.manual_seed(own_seed)
+                    np.random.seed(own_seed % 2**32)
+                    random.seed(own_seed)
             self.writer = SummaryWriter(self.run_dir) if world.is_main else None
             if self.writer is None:
                 return next_obs
@@ -618,8 +617,7 @@ class Experiment:
                "episode_stats": self.episode_stats.cpu()}
         rank_states: list[Any] = []
         if world.active:  # the ranks must still train one model; rank 0 saves every rank's own state
-            networks = [m for m in self._modules.values() if isinstance(m, nn.Module)]
-            checksum = distributed.check_replicated(networks, f"checkpoint at iteration {iteration}")
+            checksum = distributed.check_replicated(self._networks, f"checkpoint at iteration {iteration}")
             self.replica_checks.append({"iteration": iteration, "crc32": f"{checksum:08x}", "ranks": world.size})
             rank_states = [None] * world.size
             torch.distributed.all_gather_object(rank_states, own)

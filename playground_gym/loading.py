@@ -169,8 +169,13 @@ def _validate_overrides(name: str, overrides: Mapping[str, Any] | None) -> dict[
     return flat
 
 
-def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any] | None = None) -> Any:
-    """Load a Playground ``MjxEnv`` with a fresh config (upstream locks and mutates the one it is given)."""
+def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any] | None = None,
+             menagerie_path: str | os.PathLike[str] | None = None) -> Any:
+    """Load a Playground ``MjxEnv`` with a fresh config (upstream locks and mutates the one it is given).
+
+    ``menagerie_path``: the mujoco_menagerie folder to load robots from (e.g. the one found when a vector env was
+    made, for a load deferred until later); ``None`` = look for one now (:func:`ensure_menagerie`).
+    """
     from mujoco_playground import registry
 
     name = resolve_env_id(env_id)
@@ -180,7 +185,16 @@ def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any]
     if suite_of(name) != "dm_control_suite":
         from playground_gym import menagerie
 
-        path = ensure_menagerie()
+        if menagerie_path is not None:
+            from etils import epath
+            from mujoco_playground._src import mjx_env
+
+            path = Path(menagerie_path)
+            if not path.is_dir():
+                raise _menagerie_missing(path, "the folder is gone")
+            mjx_env.MENAGERIE_PATH = epath.Path(str(path))
+        else:
+            path = ensure_menagerie()
         missing = menagerie.missing_robots(name, path)
         if missing:  # e.g. a partial Menagerie (python -m playground_gym.menagerie): fail before MuJoCo does
             covered = menagerie.covered_envs(path)

@@ -15,7 +15,7 @@ import dataclasses
 import numbers
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from playground_gym import backend
+from playground_gym import backend, trace_cache
 from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, VectorFunctions, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import actions_to_jax, check_array_type, export, export_packed
@@ -68,11 +68,20 @@ def _seed(value: Any) -> int:
 
 
 class _Compiled:
-    """A loaded env and its jitted batched functions, shareable by vector envs of identical settings."""
+    """An env's jitted batched functions, shareable by vector envs of identical settings.
 
-    def __init__(self, mjx_env: Any, obs_struct: Any, fns: VectorFunctions, jax_device: Any) -> None:
-        self.mjx_env, self.obs_struct = mjx_env, obs_struct
-        reset_fn, step_fn = fns.reset, fns.step
+    The functions are either traced in this process (``make_vector_functions``) or the exported programs of the
+    trace cache (:mod:`playground_gym.trace_cache`); then the MjxEnv itself is only loaded when something needs
+    it (``mjx_env``, ``env_state``, rendering).
+    """
+
+    def __init__(self, fns: Mapping[str, Callable[..., Any]], layout: Callable[[int], Any], meta: Mapping[str, Any],
+                 jax_device: Any, load: Callable[[], Any], spec: EpisodeSpec, source: str,
+                 mjx_env: Any = None, env_state_fn: Callable[..., Any] | None = None) -> None:
+        self.action_size, self.obs_shapes = int(meta["action_size"]), meta["obs_shapes"]
+        self.layout, self.source, self._load, self._spec = layout, source, load, spec
+        self._mjx_env, self._env_state_fn, self._env_state_jit = mjx_env, env_state_fn, None
+        reset_fn, step_fn = fns["reset"], fns["step"]
         self.trace_counts = {"reset": 0, "step": 0}
 
         def counted(name: str, fn: Any) -> Any:
@@ -99,10 +108,64 @@ class _Compiled:
 
         self.step_packed = jax.jit(counted("step", step_packed), donate_argnums=0, in_shardings=on_device,
                                    out_shardings=on_device)
-        self.env_state = jax.jit(fns.env_state)
-        self.elapsed = jax.jit(fns.elapsed)
-        self.set_elapsed = jax.jit(fns.set_elapsed, donate_argnums=0)
-        self.layout = fns.layout
+        self.elapsed = jax.jit(fns["elapsed"])
+        self.set_elapsed = jax.jit(fns["set_elapsed"], donate_argnums=0)
+
+    @property
+    def mjx_env(self) -> Any:
+        if self._mjx_env is None:
+            self._mjx_env = self._load()
+        return self._mjx_env
+
+    def env_state(self, carry: Any) -> Any:
+        if self._env_state_jit is None:
+            fn = self._env_state_fn or make_vector_functions(self.mjx_env, self._spec).env_state
+            self._env_state_jit = jax.jit(fn)
+        return self._env_state_jit(carry)
+
+
+def _obs_shapes(obs_struct: Any) -> Any:
+    """The raw env's observation shape (a list), or a dict of them for dict observations (plain JSON data)."""
+    if isinstance(obs_struct, Mapping):
+        return {str(k): list(v.shape) for k, v in obs_struct.items()}
+    return list(obs_struct.shape)
+
+
+def _json_plain(value: Any) -> bool:
+    """Whether config overrides are plain data whose JSON form identifies them (so they can key the trace cache)."""
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _json_plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_json_plain(v) for v in value)
+    return isinstance(value, (str, int, float, bool, type(None))) and not (isinstance(value, float) and not
+                                                                           np.isfinite(value))
+
+
+def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_envs: int, obs_key: str,
+             env_name: str, key: Mapping[str, Any] | None, rekey: Callable[[], Any] | None, quiet: bool) -> _Compiled:
+    """Load the env's programs from the trace cache under ``key``, or load the env and trace them (saving them
+    under ``rekey()``: loading may have fetched the Menagerie, which is part of the key)."""
+    programs = trace_cache.load_programs(key) if key is not None else None
+    if programs is not None:
+        fns = {name: getattr(programs, name).call for name in ("reset", "step", "elapsed", "set_elapsed")}
+        return _Compiled(fns, lambda n: programs.layout(), programs.meta, jax_device, load, spec, "trace cache")
+    with backend.silence_stderr(quiet), jax.default_device(jax_device):
+        mjx_env = load()
+        obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
+    if isinstance(obs_struct, Mapping) and obs_key not in obs_struct:
+        raise KeyError(f"obs_key: expected one of {sorted(obs_struct)} for {env_name}; got {obs_key!r}")
+    fns = make_vector_functions(mjx_env, spec)
+    meta = {"action_size": int(mjx_env.action_size), "obs_shapes": _obs_shapes(obs_struct)}
+    if key is None or trace_cache.cache_dir() is None:
+        return _Compiled(fns._asdict(), fns.layout, meta, jax_device, load, spec, "traced (trace cache off)",
+                         mjx_env, fns.env_state)
+    with backend.silence_stderr(quiet), jax.default_device(jax_device):
+        programs = trace_cache.export_programs(fns, num_envs, meta["action_size"], meta["obs_shapes"],
+                                               jax_device.platform)
+    trace_cache.save_programs(rekey() if rekey is not None else key, programs)
+    # this process runs the exported programs too, so the compilation cache then holds what a later process needs
+    fns_exported = {name: getattr(programs, name).call for name in ("reset", "step", "elapsed", "set_elapsed")}
+    return _Compiled(fns_exported, fns.layout, meta, jax_device, load, spec, "traced", mjx_env, fns.env_state)
 
 
 # Compiled functions in use by a live vector env are always found (weak references: they go when the last env
@@ -227,34 +290,46 @@ class PlaygroundVectorEnv(VectorEnv):
                      (self.env_id, self.impl, self.jax_device, spec, self.num_envs))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
-            with backend.silence_stderr(self.quiet), jax.default_device(self.jax_device):
-                mjx_env = custom_env if custom_env is not None else load_env(self.env_id, self.impl, config_overrides)
-                obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
-            shared = _Compiled(mjx_env, obs_struct, make_vector_functions(mjx_env, spec), self.jax_device)
+            cacheable = custom_env is None and _json_plain(config_overrides)
+            key = trace_cache.program_key(self._settings, self.jax_device) if cacheable else None
+            # A load deferred by a trace-cache hit uses the Menagerie folder of the key, found now.
+            menagerie_path = ((key or {}).get("menagerie") or {}).get("path")
+
+            # no reference to self: the shared functions outlive this env (the LRU below)
+            def load(env_id: str = self.env_id, impl: str = self.impl, quiet: bool = self.quiet,
+                     jax_device: Any = self.jax_device) -> Any:
+                with backend.silence_stderr(quiet), jax.default_device(jax_device):
+                    if custom_env is not None:
+                        return custom_env
+                    return load_env(env_id, impl, config_overrides, menagerie_path)
+
+            rekey = (lambda: trace_cache.program_key(self._settings, self.jax_device)) if cacheable else None
+            shared = _compile(load, spec, self.jax_device, self.num_envs, obs_key, self.env_id, key, rekey, self.quiet)
         if share_key:
             _SHARED_LIVE[share_key] = shared
             _SHARED[share_key] = shared
             _SHARED.move_to_end(share_key)
             while len(_SHARED) > _SHARED_LIMIT:
                 _SHARED.popitem(last=False)
-        self.mjx_env, obs_struct = shared.mjx_env, shared.obs_struct
+        self.programs_source = shared.source
+        obs_shapes = shared.obs_shapes
         self.obs_key = obs_key
         self.has_privileged_state = False
-        if isinstance(obs_struct, Mapping):
-            if obs_key not in obs_struct:
-                raise KeyError(f"obs_key: expected one of {sorted(obs_struct)} for {self.env_id}; got {obs_key!r}")
-            self.has_privileged_state = PRIVILEGED_KEY in obs_struct and obs_key != PRIVILEGED_KEY
-            obs_struct = obs_struct[obs_key]
+        if isinstance(obs_shapes, Mapping):
+            if obs_key not in obs_shapes:
+                raise KeyError(f"obs_key: expected one of {sorted(obs_shapes)} for {self.env_id}; got {obs_key!r}")
+            self.has_privileged_state = PRIVILEGED_KEY in obs_shapes and obs_key != PRIVILEGED_KEY
+            obs_shapes = obs_shapes[obs_key]
 
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, tuple(obs_struct.shape), np.float32)
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (self.mjx_env.action_size,), np.float32)
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, tuple(obs_shapes), np.float32)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (shared.action_size,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.action_space.seed(self._seed)
 
         self.trace_counts = shared.trace_counts  # shared with the vector envs that share the compiled functions
         self._shared = shared
-        self._reset_jit, self._env_state_jit = shared.reset, shared.env_state
+        self._reset_jit = shared.reset
         self._step_jit = shared.step if self.array_type == "jax" else shared.step_packed
         self._carry: Any = None
         self._first: Any = None
@@ -303,11 +378,16 @@ class PlaygroundVectorEnv(VectorEnv):
             info["final_" + PRIVILEGED_KEY] = out["final_" + PRIVILEGED_KEY]
         return out["obs"], out["reward"], out["terminated"], out["truncated"], info
 
+    @property
+    def mjx_env(self) -> Any:
+        """The Playground ``MjxEnv`` (loaded on first use where the programs came from the trace cache)."""
+        return self._shared.mjx_env
+
     def env_state(self) -> Any:
         """The current batched ``mjx_env.State`` (JAX arrays, leading num_envs axis), for inspection."""
         if self._carry is None:
             raise gym.error.ResetNeeded("env_state() was called before reset(): call reset() first")
-        return self._env_state_jit(self._carry)
+        return self._shared.env_state(self._carry)
 
     def elapsed_steps(self) -> Any:
         """Agent steps into the current episode, per env (int32 ``(num_envs,)``, of ``array_type``)."""

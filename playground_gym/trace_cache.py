@@ -1,0 +1,233 @@
+"""The trace cache: an env's batched programs saved with ``jax.export``, so a second process skips loading and tracing.
+
+JAX's persistent compilation cache (:func:`playground_gym.backend.enable_compilation_cache`) only skips XLA's
+compile: every new process still loads the model and traces MJX's reset and step, which costs seconds. Here the
+traced programs (StableHLO, via :func:`jax.export.export`) are written next to the compilation cache, keyed by
+everything that changes them (env id, config overrides, num_envs, episode settings, device kind, x64, the
+versions of jax/jaxlib/mujoco/playground and this package's own source, and for Menagerie robots their files).
+A later process with the same key deserialises them instead: no model load, no trace, and the compilation
+cache then holds the executable, because the cold process ran the very same deserialised programs.
+
+An entry is never trusted blindly: its stored key must equal the wanted one, a SHA-256 covers its payload, and
+the deserialised programs' shapes must fit the settings; anything else is reported (a warning naming the file
+and the reason) and the entry rebuilt. On by default with the compilation cache; opt out with
+``PLAYGROUND_GYM_TRACE_CACHE=0``.
+
+Example:
+    >>> import playground_gym
+    >>> from playground_gym import trace_cache
+    >>> envs = playground_gym.make_vec("CartpoleBalance", 4, device="cpu")
+    >>> envs.programs_source in ("traced", "trace cache", "traced (trace cache off)")
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import struct
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["EnvPrograms", "cache_dir", "export_programs", "load_programs", "program_key", "save_programs"]
+
+_OPT_OUT = "PLAYGROUND_GYM_TRACE_CACHE"
+_MAGIC = b"playground_gym trace cache\n"
+FORMAT = 1
+_PROGRAMS = ("reset", "step", "elapsed", "set_elapsed")
+
+
+class EnvPrograms(NamedTuple):
+    """An env's batched functions (see :func:`playground_gym.autoreset.make_vector_functions`) as exported programs.
+
+    ``reset``/``step``/``elapsed``/``set_elapsed`` are ``jax.export.Exported``; call them through ``.call``
+    inside ``jax.jit``. ``meta`` holds what the vector env needs without loading the model: ``action_size``
+    and ``obs_shapes`` (the raw env's observation shape, or a dict of them).
+    """
+
+    reset: Any
+    step: Any
+    elapsed: Any
+    set_elapsed: Any
+    meta: dict[str, Any]
+
+    def layout(self) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, Any] | None]:
+        """Shapes and dtype names of the packed carry and replay cache, as ``VectorFunctions.layout`` gives them."""
+        carry, first, _ = jax.tree.unflatten(self.reset.out_tree, self.reset.out_avals)
+        shapes = lambda tree: {k: (tuple(v.shape), jnp.dtype(v.dtype).name) for k, v in tree.items()}  # noqa: E731
+        return shapes(carry), None if first is None else shapes(first)
+
+
+def cache_dir() -> Path | None:
+    """The folder of the trace cache: ``playground_gym_traces`` inside JAX's compilation cache folder.
+
+    ``None`` when the compilation cache is off (a trace-cache hit would then still compile for seconds), when
+    ``PLAYGROUND_GYM_TRACE_CACHE=0``, or when ``flatbuffers`` (which ``jax.export`` serialises with) is missing.
+    """
+    if os.environ.get(_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}:
+        return None
+    compile_dir = jax.config.jax_compilation_cache_dir
+    if not compile_dir:
+        return None
+    try:
+        import flatbuffers  # noqa: F401
+    except ImportError:
+        return None
+    return Path(compile_dir) / "playground_gym_traces"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _source_digest() -> str:
+    """This package's own source: an edited checkout must not load programs traced by other code."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _menagerie_digest(env_id: str) -> dict[str, Any] | None:
+    """Path, names, sizes and modification times of the Menagerie files an env loads (``None`` for DM Control)."""
+    from playground_gym import menagerie
+    from playground_gym.configs import suite_of
+    from playground_gym.loading import find_menagerie
+
+    if suite_of(env_id) == "dm_control_suite":
+        return None
+    root, _ = find_menagerie()
+    if root is None:
+        return {"path": None}
+    digest = hashlib.sha256()
+    for robot in menagerie.robots_of(env_id):
+        for path in sorted((root / robot).rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {"path": str(root), "files": digest.hexdigest()[:16]}
+
+
+def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
+    """Everything that changes an env's traced programs, as plain JSON data.
+
+    Args:
+        settings: the vector env's settings (``env_id``, ``num_envs``, ``impl``, ``episode`` as a dict,
+            ``config_overrides`` as plain data).
+        jax_device: the device the programs run on (its platform and kind are part of the key).
+    """
+    return {
+        "format": FORMAT,
+        "settings": json.loads(json.dumps(dict(settings), sort_keys=True)),
+        "platform": jax_device.platform,
+        "device_kind": jax_device.device_kind,
+        "x64": bool(jax.config.jax_enable_x64),
+        "versions": {name: _version(name) for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground")},
+        "playground_gym_source": _source_digest(),
+        "menagerie": _menagerie_digest(settings["env_id"]),
+    }
+
+
+def _entry_path(key: Mapping[str, Any]) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return folder / f"{key['settings']['env_id']}-{name}.bin"
+
+
+def export_programs(fns: Any, num_envs: int, action_size: int, obs_shapes: Any, platform: str) -> EnvPrograms:
+    """Trace and export an env's batched functions (a ``VectorFunctions``) for ``num_envs`` envs on ``platform``."""
+    n = num_envs
+    spec = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)  # noqa: E731
+    exporter = lambda fn: jax.export.export(jax.jit(fn), platforms=(platform,))  # noqa: E731
+    reset = exporter(fns.reset)(jax.ShapeDtypeStruct((n, 2), jnp.uint32))
+    carry, first, _ = spec(jax.tree.unflatten(reset.out_tree, reset.out_avals))
+    step = exporter(fns.step)(carry, first, jax.ShapeDtypeStruct((n, action_size), jnp.float32))
+    elapsed = exporter(fns.elapsed)(carry)
+    set_elapsed = exporter(fns.set_elapsed)(carry, jax.ShapeDtypeStruct((n,), jnp.int32))
+    return EnvPrograms(reset, step, elapsed, set_elapsed, {"action_size": int(action_size), "obs_shapes": obs_shapes})
+
+
+def save_programs(key: Mapping[str, Any], programs: EnvPrograms) -> Path | None:
+    """Write ``programs`` under ``key`` (atomically: a reader sees the old entry or the new one, never half)."""
+    path = _entry_path(key)
+    if path is None:
+        return None
+    blobs = [bytes(getattr(programs, name).serialize()) for name in _PROGRAMS]
+    payload = b"".join(blobs)
+    header = json.dumps({"key": key, "meta": programs.meta, "sizes": [len(b) for b in blobs],
+                         "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
+            tmp.write(_MAGIC + struct.pack("<Q", len(header)) + header + payload)
+        os.replace(tmp.name, path)
+    except OSError as err:  # a full or read-only disk costs the next process its speed-up, nothing else
+        warnings.warn(f"playground_gym: could not write the trace cache entry {path}: {err}", stacklevel=3)
+        return None
+    return path
+
+
+def _check_programs(programs: EnvPrograms, key: Mapping[str, Any]) -> None:
+    """Raise ValueError unless the programs take and return what these settings need."""
+    n = key["settings"]["num_envs"]
+    action_size = programs.meta["action_size"]
+    if any(key["platform"] not in getattr(programs, name).platforms for name in _PROGRAMS):
+        raise ValueError(f"programs not exported for {key['platform']}")
+    (keys,) = programs.reset.in_avals
+    if keys.shape != (n, 2) or keys.dtype != jnp.uint32:
+        raise ValueError(f"reset takes {keys}, expected uint32[{n},2]")
+    carry, first, _ = jax.tree.unflatten(programs.reset.out_tree, programs.reset.out_avals)
+    want = jax.tree.structure(((carry, first, 0), {}))
+    if programs.step.in_tree != want:
+        raise ValueError("step's arguments do not have the structure reset returns")
+    *carry_in, actions = programs.step.in_avals
+    if actions.shape != (n, action_size) or [a.shape for a in carry_in] != [a.shape for a in jax.tree.leaves((carry, first))]:
+        raise ValueError("step's argument shapes do not fit reset's outputs")
+
+
+def load_programs(key: Mapping[str, Any]) -> EnvPrograms | None:
+    """The programs saved under ``key``, or ``None`` on a miss or an unusable entry (then warned about and removed)."""
+    path = _entry_path(key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a trace cache file")
+        start = len(_MAGIC) + 8
+        (header_size,) = struct.unpack("<Q", data[len(_MAGIC):start])
+        header = json.loads(data[start:start + header_size])
+        payload = data[start + header_size:]
+        if header.get("key") != json.loads(json.dumps(key, sort_keys=True)):
+            raise ValueError("saved for other settings or versions")
+        if hashlib.sha256(payload).hexdigest() != header["sha256"] or sum(header["sizes"]) != len(payload):
+            raise ValueError("payload does not match its checksum (truncated or corrupt)")
+        blobs, offset = [], 0
+        for size in header["sizes"]:
+            blobs.append(bytearray(payload[offset:offset + size]))
+            offset += size
+        programs = EnvPrograms(*(jax.export.deserialize(b) for b in blobs), meta=header["meta"])
+        _check_programs(programs, key)
+    except Exception as err:  # noqa: BLE001 -- whatever is wrong with the file, it is rebuilt, never used
+        warnings.warn(f"playground_gym: trace cache entry {path} is unusable ({type(err).__name__}: {err}); "
+                      "tracing the env anew and replacing it", stacklevel=3)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+    return programs
+

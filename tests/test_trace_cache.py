@@ -1,0 +1,172 @@
+"""The trace cache: a second process loads the exported programs instead of tracing, and continues identically;
+a corrupt, truncated or stale entry is reported and rebuilt, never used."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+import playground_gym
+from playground_gym import trace_cache, vector_env
+
+SETTINGS = dict(device="cpu", episode_length=5, action_repeat=1)  # 5-step episodes: truncations within 8 steps
+N = 3
+
+CHILD = r"""
+import json, sys, numpy as np, torch, playground_gym
+envs = playground_gym.make_vec("CartpoleBalance", 3, device="cpu", episode_length=5, action_repeat=1)
+obs, _ = envs.reset(seed=7)
+actions = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (8, 3, 1)), dtype=torch.float32)
+rows = [obs.tolist()]
+for a in actions:
+    obs, reward, terminated, truncated, info = envs.step(a)
+    rows.append([obs.tolist(), reward.tolist(), truncated.tolist(), info["final_obs"].tolist(),
+                 info["episode"]["r"].tolist()])
+print(json.dumps({"source": envs.programs_source, "counts": envs.trace_counts, "rows": rows}))
+"""
+
+
+def _run_child(cache: str, trace_cache_on: bool = True) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(PLAYGROUND_GYM_CACHE_DIR=cache, PLAYGROUND_GYM_TRACE_CACHE="1" if trace_cache_on else "0")
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_the_traced_programs_and_steps_bit_identically(tmp_path):
+    first = _run_child(str(tmp_path))
+    entries = list((tmp_path / "playground_gym_traces").glob("CartpoleBalance-*.bin"))
+    second = _run_child(str(tmp_path))
+    off = _run_child(str(tmp_path), trace_cache_on=False)
+    assert (first["source"], second["source"], off["source"]) == ("traced", "trace cache", "traced (trace cache off)")
+    assert len(entries) == 1
+    assert second["rows"] == first["rows"] == off["rows"]  # obs, rewards, truncations, final_obs, episode returns
+    assert any(any(row[2]) for row in first["rows"][1:])  # the run crossed episode ends
+    assert first["counts"] == second["counts"] == {"reset": 1, "step": 1}
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A trace cache in tmp_path, and empty in-process sharing (restored afterwards, so the session's fixtures and
+    their twins in other tests still share)."""
+    monkeypatch.setattr(trace_cache, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(vector_env, "_SHARED_LIVE", weakref.WeakValueDictionary())
+    monkeypatch.setattr(vector_env, "_SHARED", OrderedDict())
+    return tmp_path
+
+
+def _fresh(**kwargs):
+    """A new vector env that cannot share another's compiled functions in this process."""
+    vector_env._SHARED.clear()
+    vector_env._SHARED_LIVE.clear()
+    return playground_gym.make_vec("CartpoleBalance", N, **{**SETTINGS, **kwargs})
+
+
+def _roll(envs, steps=7):
+    actions = torch.as_tensor(np.random.default_rng(1).uniform(-1, 1, (steps, N, 1)), dtype=torch.float32)
+    return [torch.cat([o.flatten() for o in (envs.step(a)[0], envs.elapsed_steps().float())]) for a in actions]
+
+
+def test_an_entry_is_used_in_process_and_the_model_is_loaded_only_when_needed(private_cache):
+    traced = _fresh()
+    assert traced.programs_source == "traced"
+    traced.reset(seed=3)
+    saved = traced.state_dict()
+    expected = _roll(traced)
+    del traced
+    cached = _fresh()
+    assert cached.programs_source == "trace cache" and cached._shared._mjx_env is None
+    cached.load_state_dict(saved)  # a state saved by traced programs continues under loaded ones
+    assert all(torch.equal(a, b) for a, b in zip(_roll(cached), expected))
+    assert cached._shared._mjx_env is None  # stepping needed no model
+    state = cached.env_state()  # needs the model's structure: loaded now
+    assert state.data.qpos.shape == (N, cached.mjx_env.mj_model.nq) and cached._shared._mjx_env is not None
+
+
+def _entry(folder):
+    (path,) = folder.glob("*.bin")
+    return path
+
+
+def _header(path):
+    data = path.read_bytes()
+    magic = len(b"playground_gym trace cache\n")
+    (size,) = struct.unpack("<Q", data[magic:magic + 8])
+    return data, magic, size, json.loads(data[magic + 8:magic + 8 + size])
+
+
+def _flip_payload_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+def _stale_version(path):
+    data, magic, size, header = _header(path)
+    header["key"]["versions"]["jax"] = "0.0.1"
+    new = json.dumps(header, sort_keys=True).encode()
+    path.write_bytes(data[:magic] + struct.pack("<Q", len(new)) + new + data[magic + 8 + size:])
+
+
+def _not_a_cache_file(path):
+    path.write_bytes(b"hello")
+
+
+@pytest.mark.parametrize("damage, reason", [(_flip_payload_byte, "checksum"), (_truncate, "checksum"),
+                                            (_stale_version, "other settings or versions"),
+                                            (_not_a_cache_file, "not a trace cache file")])
+def test_a_damaged_or_stale_entry_is_reported_rebuilt_and_never_used(private_cache, damage, reason):
+    _fresh()
+    path = _entry(private_cache)
+    damage(path)
+    with pytest.warns(UserWarning, match=f"trace cache entry .* is unusable .*{reason}"):
+        rebuilt = _fresh()
+    assert rebuilt.programs_source == "traced"
+    again = _fresh()  # the rewritten entry is whole
+    assert again.programs_source == "trace cache"
+    rebuilt.reset(seed=0)
+    again.reset(seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(_roll(rebuilt), _roll(again)))
+
+
+def test_settings_that_change_the_program_key_their_own_entries(private_cache):
+    _fresh()
+    _fresh(episode_length=6)
+    _fresh(reward_scale=0.5)
+    assert len(list(private_cache.glob("*.bin"))) == 3
+    assert _fresh(episode_length=6).programs_source == "trace cache"
+
+
+def test_program_keys_differ_exactly_where_the_program_differs():
+    device = playground_gym.backend.resolve_device("cpu")
+    base = {"env_id": "CartpoleBalance", "num_envs": 4, "impl": "jax", "config_overrides": None,
+            "episode": {"max_steps": 5, "action_repeat": 1, "reward_scale": 1.0, "obs_key": "state",
+                        "full_reset": True}}
+    key = trace_cache.program_key(base, device)
+    assert trace_cache.program_key(dict(base), device) == key
+    for change in ({"num_envs": 8}, {"config_overrides": {"vision": False}},
+                   {"episode": {**base["episode"], "full_reset": False}}):
+        assert trace_cache.program_key({**base, **change}, device) != key
+    assert key["versions"]["jax"] and key["platform"] == "cpu" and key["menagerie"] is None
+
+
+def test_custom_envs_are_not_cached(private_cache):
+    from playground_gym.loading import load_env
+
+    envs = playground_gym.make_vec(load_env("CartpoleBalance"), N, device="cpu", episode_length=5)
+    assert envs.programs_source == "traced (trace cache off)"
+    assert not list(private_cache.glob("*.bin"))

@@ -175,13 +175,14 @@ class Agent(nn.Module):
 
 
 @torch.no_grad()
-def rollout(agent, envs, next_obs, normalize, storage):
-    """num_steps steps of every env with the current policy into `storage`; returns the observation after the last.
+def rollout(policy, envs, next_obs, normalize, storage):
+    """num_steps steps of every env with `policy` (agent.get_action) into `storage`; returns the observation after the
+    last.
     Observations are stored normalised with the statistics the actions saw. Device work only: no host sync."""
     for step in range(storage.obs.shape[0]):
         storage.raw_obs[step] = next_obs
         storage.obs[step] = normalize(next_obs)
-        action, logprob = agent.get_action(storage.obs[step])
+        action, logprob = policy(storage.obs[step])
         storage.actions[step], storage.logprobs[step] = action, logprob
         next_obs, reward, terminated, truncated, info = envs.step(action)
         storage.rewards[step], storage.terminateds[step] = reward, terminated
@@ -191,7 +192,31 @@ def rollout(agent, envs, next_obs, normalize, storage):
     return next_obs
 
 
-def update(agent, optimizer, b, args, nonfinite_updates):
+def ppo_loss(agent, b, mb_inds, args):
+    """The clipped-surrogate loss of the minibatch `mb_inds` of the flat batch `b`, and its statistics (detached):
+    value loss, policy loss, entropy, approximate KL, clip fraction."""
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b.obs[mb_inds], b.actions[mb_inds])
+    logratio = newlogprob - b.logprobs[mb_inds]
+    ratio = logratio.exp()
+    with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+    mb_adv = b.advantages[mb_inds]
+    if args.norm_adv:
+        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+    if args.clip_vloss:
+        v_clipped = b.old_values[mb_inds] + (newvalue - b.old_values[mb_inds]).clamp(-args.clip_coef, args.clip_coef)
+        v_loss_max = torch.max((newvalue - b.targets[mb_inds]) ** 2, (v_clipped - b.targets[mb_inds]) ** 2)
+        v_loss = 0.5 * v_loss_max.mean()
+    else:
+        v_loss = 0.5 * ((newvalue - b.targets[mb_inds]) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    return loss, torch.stack([v_loss.detach(), pg_loss.detach(), entropy_loss.detach(), approx_kl, clipfrac])
+
+
+def update(agent, optimizer, b, args, nonfinite_updates, loss_fn=ppo_loss):
     """update_epochs epochs of num_minibatches clipped-surrogate SGD steps on the flat batch `b`; returns the losses
     of the last minibatch (device tensors). A step with a non-finite gradient, and with --target-kl every step after
     an epoch that ended above it, is skipped by fused Adam's found_inf: decided on the device, no host sync."""
@@ -203,26 +228,8 @@ def update(agent, optimizer, b, args, nonfinite_updates):
         b_inds = torch.randperm(batch_size, device=b.obs.device)
         for start in range(0, batch_size, minibatch_size):
             mb_inds = b_inds[start:start + minibatch_size]
-            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b.obs[mb_inds], b.actions[mb_inds])
-            logratio = newlogprob - b.logprobs[mb_inds]
-            ratio = logratio.exp()
-            with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
-                approx_kl = ((ratio - 1) - logratio).mean()
-                clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-            mb_adv = b.advantages[mb_inds]
-            if args.norm_adv:
-                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-            if args.clip_vloss:
-                v_clipped = b.old_values[mb_inds] + (newvalue - b.old_values[mb_inds]).clamp(-args.clip_coef,
-                                                                                           args.clip_coef)
-                v_loss_max = torch.max((newvalue - b.targets[mb_inds]) ** 2, (v_clipped - b.targets[mb_inds]) ** 2)
-                v_loss = 0.5 * v_loss_max.mean()
-            else:
-                v_loss = 0.5 * ((newvalue - b.targets[mb_inds]) ** 2).mean()
-            entropy_loss = entropy.mean()
-            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
+            loss, stats = loss_fn(agent, b, mb_inds, args)
+            clipfracs.append(stats[4])
             optimizer.zero_grad()
             loss.backward()
             all_reduce_gradients(agent.parameters())  # torchrun: the mean over ranks, before clipping
@@ -235,10 +242,10 @@ def update(agent, optimizer, b, args, nonfinite_updates):
             optimizer.step()
             nonfinite_updates += nonfinite
         if args.target_kl is not None:
-            stop |= all_mean(approx_kl) > args.target_kl  # every rank stops together
-    return {"losses/value_loss": v_loss.detach(), "losses/policy_loss": pg_loss.detach(),
-            "losses/entropy": entropy_loss.detach(), "losses/approx_kl": approx_kl,
-            "losses/clipfrac": torch.stack(clipfracs).mean()}
+            stop |= all_mean(stats[3]) > args.target_kl  # every rank stops together
+    v_loss, pg_loss, entropy_loss, approx_kl, _ = stats  # of the last minibatch
+    return {"losses/value_loss": v_loss, "losses/policy_loss": pg_loss, "losses/entropy": entropy_loss,
+            "losses/approx_kl": approx_kl, "losses/clipfrac": torch.stack(clipfracs).mean()}
 
 
 def main(argv=None, start_time=None):
@@ -274,13 +281,16 @@ def main(argv=None, start_time=None):
                               terminateds=zeros(dtype=torch.bool), dones=zeros(dtype=torch.bool),
                               episodes=torch.zeros((3, args.num_steps, args.num_envs), device=device))  # ended, r, l
 
+    # --compile: the policy step, GAE and the loss with its backward under torch.compile (Adam is fused already)
+    policy, gae, loss_fn = run.compile(agent.get_action), run.compile(compute_gae_truncation), run.compile(ppo_loss)
+
     next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms, return_rms=return_rms)
     for iteration in run.iterations(num_iterations):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = run.lr_fraction(iteration) * args.learning_rate
 
         # ALGO LOGIC: rollout (actor only)
-        next_obs = rollout(agent, envs, next_obs, normalize, storage)
+        next_obs = rollout(policy, envs, next_obs, normalize, storage)
         ended, ep_return, ep_length = storage.episodes
         run.episode_stats += torch.stack([(ep_return * ended).sum(), (ep_length * ended).sum(), ended.sum()])
 
@@ -289,8 +299,8 @@ def main(argv=None, start_time=None):
                 obs_rms.update(storage.raw_obs)  # once per rollout: the stored obs keep the statistics the actions saw
             # ALGO LOGIC: GAE, bootstrapping time-limit ends from V(final_obs)
             values = value_fn(storage.obs)
-            advantages = compute_gae_truncation(storage.rewards, values, value_fn(storage.final_obs),
-                                                storage.terminateds, storage.dones, args.gamma, args.gae_lambda)
+            advantages = gae(storage.rewards, values, value_fn(storage.final_obs), storage.terminateds, storage.dones,
+                             args.gamma, args.gae_lambda)
             returns = advantages + values
 
         # flatten the batch
@@ -303,7 +313,7 @@ def main(argv=None, start_time=None):
             b.targets, b.old_values = returns.view(-1), values.view(-1)
 
         # ALGO LOGIC: optimizing the policy and value network
-        metrics = update(agent, optimizer, b, args, run.nonfinite_updates)
+        metrics = update(agent, optimizer, b, args, run.nonfinite_updates, loss_fn)
 
         # TRY NOT TO MODIFY: evaluation, logging (values leave the device only here, once), checkpoints
         var_y = returns.var()

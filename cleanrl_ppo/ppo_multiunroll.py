@@ -231,9 +231,15 @@ class Agent(nn.Module):
         loc, raw_scale = actor_out.chunk(2, dim=-1)
         return NormalTanh(loc, raw_scale, self.min_std)
 
+    def get_action(self, x):
+        """(actor output, action, PRE-tanh sample) for observations `x`: one policy step of the rollout."""
+        actor_out = self.actor(x)
+        action, pre_tanh = self.distribution(actor_out).sample()
+        return actor_out, action, pre_tanh
+
 
 @torch.no_grad()
-def rollout(agent, envs, next_obs, normalize, storage):
+def rollout(policy, envs, next_obs, normalize, storage):
     """n_unrolls sequential unrolls of T steps of every env (env state carried) into `storage`; returns the observation
     after the last. Stores raw observations (normalised after the statistics' update, as Brax's loss sees them) and the
     actor's outputs (the behaviour log-probs come from them once per update). Device work only: no host sync."""
@@ -241,8 +247,7 @@ def rollout(agent, envs, next_obs, normalize, storage):
     for unroll in range(n_unrolls):
         for step in range(T):
             storage.obs[unroll, step] = next_obs
-            actor_out = agent.actor(normalize(next_obs))
-            action, pre_tanh = agent.distribution(actor_out).sample()
+            actor_out, action, pre_tanh = policy(normalize(next_obs))  # agent.get_action
             storage.actor_outs[unroll, step], storage.actions[unroll, step] = actor_out, pre_tanh  # PRE-tanh: no atanh
             next_obs, reward, terminated, truncated, info = envs.step(action)
             storage.rewards[unroll, step], storage.terminations[unroll, step] = reward, terminated
@@ -253,32 +258,43 @@ def rollout(agent, envs, next_obs, normalize, storage):
     return next_obs
 
 
-def update(agent, optimizer, s, args, nonfinite_updates):
+def ppo_loss(agent, s, mb, args):
+    """The PPO loss of the segments `mb` of `s`, with values and GAE from the current critic, and its statistics
+    (detached): value loss, policy loss, entropy, approximate KL, clip fraction, explained variance."""
+    T, _, obs_dim = s.obs.shape
+    mb_obs = s.obs[:, mb]
+    values = agent.get_value(torch.cat([mb_obs.reshape(-1, obs_dim), s.boot_obs[mb]]))
+    newvalue, bootstrap = values[:-args.batch_size].view(T, -1), values[-args.batch_size:]
+    vs, mb_adv = compute_gae(s.truncations[:, mb], s.terminations[:, mb], s.rewards[:, mb], newvalue, bootstrap,
+                             args.gae_lambda, args.gamma)
+    dist = agent.get_distribution(mb_obs)
+    logratio = dist.log_prob(s.actions[:, mb]) - s.logprobs[:, mb]
+    ratio = logratio.exp()
+    with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+        var_y = vs.var()
+        explained_var = torch.where(var_y > 0, 1 - (vs - newvalue).var() / var_y, math.nan)
+    if args.norm_adv:
+        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std(unbiased=False) + 1e-8)
+    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
+    v_loss = 0.5 * ((newvalue - vs) ** 2).mean()
+    entropy_loss = dist.entropy().mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    return loss, torch.stack([v_loss.detach(), pg_loss.detach(), entropy_loss.detach(), approx_kl, clipfrac,
+                              explained_var])
+
+
+def update(agent, optimizer, s, args, nonfinite_updates, loss_fn=ppo_loss):
     """num_updates_per_batch epochs of num_minibatches SGD steps on shuffled segments `s` (time-major); each minibatch
     recomputes values and GAE with the current critic. Returns the last minibatch's losses (device tensors). A step
     with a non-finite gradient is skipped by fused Adam's found_inf: decided on the device, no host sync."""
-    T, n_segments, obs_dim = s.obs.shape
+    n_segments = s.obs.shape[1]
     clipfracs = []
     for epoch in range(args.num_updates_per_batch):
         for mb in torch.randperm(n_segments, device=s.obs.device).view(args.num_minibatches, args.batch_size):
-            mb_obs = s.obs[:, mb]
-            values = agent.get_value(torch.cat([mb_obs.reshape(-1, obs_dim), s.boot_obs[mb]]))
-            newvalue, bootstrap = values[:-args.batch_size].view(T, -1), values[-args.batch_size:]
-            vs, mb_adv = compute_gae(s.truncations[:, mb], s.terminations[:, mb], s.rewards[:, mb], newvalue, bootstrap,
-                                     args.gae_lambda, args.gamma)
-            dist = agent.get_distribution(mb_obs)
-            logratio = dist.log_prob(s.actions[:, mb]) - s.logprobs[:, mb]
-            ratio = logratio.exp()
-            with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
-                approx_kl = ((ratio - 1) - logratio).mean()
-                clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-            if args.norm_adv:
-                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std(unbiased=False) + 1e-8)
-            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-            v_loss = 0.5 * ((newvalue - vs) ** 2).mean()
-            entropy_loss = dist.entropy().mean()
-            loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
+            loss, stats = loss_fn(agent, s, mb, args)
+            clipfracs.append(stats[4])
             optimizer.zero_grad()
             loss.backward()
             all_reduce_gradients(agent.parameters())  # torchrun: the mean over ranks, before clipping
@@ -290,11 +306,10 @@ def update(agent, optimizer, s, args, nonfinite_updates):
             optimizer.found_inf = nonfinite.float()  # fused Adam leaves params and moments where it is 1
             optimizer.step()
             nonfinite_updates += nonfinite
-    var_y = vs.var()  # of the last minibatch
-    return {"losses/value_loss": v_loss.detach(), "losses/policy_loss": pg_loss.detach(),
-            "losses/entropy": entropy_loss.detach(), "losses/approx_kl": approx_kl,
-            "losses/clipfrac": torch.stack(clipfracs).mean(),
-            "losses/explained_variance": torch.where(var_y > 0, 1 - (vs - newvalue.detach()).var() / var_y, math.nan)}
+    v_loss, pg_loss, entropy_loss, approx_kl, _, explained_var = stats  # of the last minibatch
+    return {"losses/value_loss": v_loss, "losses/policy_loss": pg_loss, "losses/entropy": entropy_loss,
+            "losses/approx_kl": approx_kl, "losses/clipfrac": torch.stack(clipfracs).mean(),
+            "losses/explained_variance": explained_var}
 
 
 def main(argv=None, start_time=None):
@@ -335,13 +350,16 @@ def main(argv=None, start_time=None):
     def segments(x):  # [unroll, step, env, ...] -> time-major segments [step, unroll * num_envs, ...]
         return x.transpose(0, 1).reshape(T, n_segments, *x.shape[3:])
 
+    # --compile: the policy step and the loss with its GAE and backward under torch.compile (Adam is fused already)
+    policy, loss_fn = run.compile(agent.get_action), run.compile(ppo_loss)
+
     next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms)
     for iteration in run.iterations(num_iterations):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = run.lr_fraction(iteration) * args.learning_rate
 
         # ALGO LOGIC: rollout: n_unrolls sequential unrolls of T steps, env state carried
-        next_obs = rollout(agent, envs, next_obs, normalize, storage)
+        next_obs = rollout(policy, envs, next_obs, normalize, storage)
         ended, ep_return, ep_length = storage.episodes
         run.episode_stats += torch.stack([(ep_return * ended).sum(), (ep_length * ended).sum(), ended.sum()])
 
@@ -358,7 +376,7 @@ def main(argv=None, start_time=None):
                                 truncations=segments(storage.truncations * (1.0 - storage.terminations)))
 
         # ALGO LOGIC: optimizing the policy and value network, GAE per minibatch with the current critic
-        metrics = update(agent, optimizer, s, args, run.nonfinite_updates)
+        metrics = update(agent, optimizer, s, args, run.nonfinite_updates, loss_fn)
         if reset_every and iteration % reset_every == 0:  # Brax's forced resets (episodes in progress are dropped)
             next_obs, _ = envs.reset(seed=run.rank_seed("forced reset", iteration))
 

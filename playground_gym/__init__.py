@@ -12,6 +12,7 @@ from playground_gym import backend
 # Before anything below imports JAX: its GPU memory behaviour is read when its backend initialises.
 backend.configure_jax_environment()
 backend.enable_compilation_cache()
+backend.enable_inductor_cache()
 
 from playground_gym.configs import list_envs, official_config  # noqa: E402
 from playground_gym.loading import MENAGERIE_ENV_VAR, MenagerieUnavailableError  # noqa: E402

@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "configure_jax_environment",
     "enable_compilation_cache",
+    "enable_inductor_cache",
     "pin_jax_cpu",
     "resolve_device",
     "torch_device_of",
@@ -88,6 +89,22 @@ def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> Path
     jax.config.update("jax_compilation_cache_dir", str(target))
     # The env step compiles in seconds; small helper functions are not worth a disk round trip.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return target
+
+
+def enable_inductor_cache() -> Path | None:
+    """Keep torch inductor's caches (FX graph and AOTAutograd: ``--compile``'s compiled code) next to JAX's cache.
+
+    Inductor caches by default in ``/tmp/torchinductor_<user>``, which a reboot or a fresh container empties; this
+    defaults ``TORCHINDUCTOR_CACHE_DIR`` to ``$XDG_CACHE_HOME/playground_gym/inductor`` (or, with
+    ``PLAYGROUND_GYM_CACHE_DIR``, its ``inductor`` subfolder). A value the user set wins; the opt-out of the
+    compilation cache turns this off too. Returns the folder set, or ``None``.
+    """
+    if _opted_out(_CACHE_OPT_OUT) or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return None
+    base = os.environ.get(_CACHE_DIR_VAR)
+    target = Path(base).expanduser() / "inductor" if base else _default_cache_dir().parent / "inductor"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(target)
     return target
 
 

@@ -82,6 +82,11 @@ class ExperimentArgs:
     """'cpu', 'cuda' or 'cuda:N' for envs, networks and storage; None = JAX's GPU if it has one, else CPU"""
     pin_jax_cpu: bool = True
     """CPU runs: step the envs on one core with a one-thread JAX, torch keeping every core (backend.pin_jax_cpu)"""
+    compile: bool = False
+    """torch.compile the policy step, GAE and the loss with its backward (inductor; a second run reuses its compiled
+    code from the FX graph cache); off by default: on the 2-core CPU it cost more than it saved (README)"""
+    cudagraphs: bool = False
+    """with --compile on CUDA: replay the compiled functions as CUDA graphs (torch.compile mode "reduce-overhead")"""
     runs_dir: str = "runs"
     """parent folder of the run folders"""
     capture_video: bool = False
@@ -130,6 +135,7 @@ class ExperimentArgs:
              "--eval-interval and --checkpoint-interval must be >= 0, --log-interval > 0"),
             (self.seed >= 0, f"--seed must be >= 0; got {self.seed}"),
             (self.dist_timeout > 0, f"--dist-timeout must be > 0; got {self.dist_timeout}"),
+            (self.compile or not self.cudagraphs, "--cudagraphs needs --compile (it is a torch.compile mode)"),
         ]
 
 
@@ -412,6 +418,13 @@ class Experiment:
         self.args = args
         world = self.world
         self.device_spec = args.device
+        if args.cudagraphs:
+            try:
+                platform = playground_gym.backend.resolve_device(args.device).platform
+            except (ValueError, RuntimeError) as e:
+                raise CLIError(str(e)) from None
+            if platform != "gpu":
+                raise CLIError(f"--cudagraphs: needs a CUDA device; this run's device is {args.device or platform!r}")
         if world.active:
             try:
                 self.device_spec = distributed.rank_device(args.device, world, bool(playground_gym.backend._jax_gpus()))
@@ -473,6 +486,24 @@ class Experiment:
         self.nonfinite_updates = torch.zeros((), device=self.device)
         self.baseline = self._baseline()
         return self.envs
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` under ``torch.compile`` with --compile (as CUDA graphs with --cudagraphs), else ``fn`` itself.
+
+        Under CUDA graphs a replay overwrites the previous call's outputs, so the outputs are cloned: a trainer may
+        keep them (rollout storage, last-minibatch losses) as it does in eager mode.
+        """
+        if not self.args.compile:
+            return fn
+        if not self.args.cudagraphs:
+            return torch.compile(fn)
+        graphed = torch.compile(fn, mode="reduce-overhead")
+
+        def replay(*args: Any, **kwargs: Any) -> Any:
+            torch.compiler.cudagraph_mark_step_begin()
+            return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, graphed(*args, **kwargs))
+
+        return replay
 
     def rank_seed(self, purpose: str, index: int = 0) -> int:
         """``derive_seed(seed, purpose, index)`` for this rank's own draws (its training envs, its sampling RNGs, a

@@ -33,7 +33,7 @@ def test_the_whole_rehearsal_passes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = {s["step"]: s["status"] for s in results["steps"]}
     assert steps == {"setup": "ok", "cuda_tests": "ok", "trainer_sync": "ok", "throughput_CartpoleBalance_32": "ok",
-                     "peer_brax_brax": "ok", "peer_brax_ours": "ok", "ppo_scale": "ok"}
+                     "peer_brax_brax": "ok", "peer_brax_ours": "ok", "ppo_scale": "ok", "ppo_compile": "ok"}
     assert results["environment"]["requested_device"] == "cpu" and results["environment"]["versions"]["mujoco"]
     # on a machine without a GPU every CUDA test is collected and skipped (with its reason), none fails
     cuda_tests = sum(1 for line in (ROOT / "tests" / "test_cuda.py").read_text().splitlines()
@@ -46,6 +46,7 @@ def test_the_whole_rehearsal_passes(tmp_path):
     assert len(peer["brax"]) == len(peer["ours"]) == 1 and peer["total_timesteps"] == 4096
     assert peer["ours"][0]["env_steps"] == 4096 and "ours / Brax" in peer["table"]
     assert results["ppo_scale"]["env_steps"] == 1024 and results["ppo_scale"]["device"] == "cpu"
+    assert results["ppo_compile"]["env_steps"] == 1024 and results["ppo_compile"]["compile"] is True
     # three files come back from the device machine (it returns at most 8): the summary, the numbers, the logs
     out = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert out == ["logs.tar.gz", "results.json", "summary.md"]

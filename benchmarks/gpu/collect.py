@@ -105,13 +105,14 @@ def peer_brax(work: Path) -> dict | None:
             "table": table.read_text() if table.exists() else None}
 
 
-def trainer_summary(work: Path) -> dict | None:
-    found = sorted(work.glob("ppo_scale/*/summary.json"))
+def trainer_summary(work: Path, folder: str = "ppo_scale") -> dict | None:
+    found = sorted(work.glob(f"{folder}/*/summary.json"))
     if not found:
         return None
     s = json.loads(found[-1].read_text())
     keys = ("env_id", "env_steps", "wall_time_s", "sps", "final_eval_return", "env_trace_counts")
-    return {k: s.get(k) for k in keys} | {"num_envs": s["args"]["num_envs"], "device": s["args"].get("device")}
+    return {k: s.get(k) for k in keys} | {"num_envs": s["args"]["num_envs"], "device": s["args"].get("device"),
+                                          "compile": s["args"].get("compile"), "cudagraphs": s["args"].get("cudagraphs")}
 
 
 def summary_markdown(results: dict) -> str:
@@ -150,11 +151,13 @@ def summary_markdown(results: dict) -> str:
                       f"final eval {r['final_eval']:.1f}" for r in peer[side]]
         if peer["table"]:
             lines += ["", peer["table"]]
-    scale = results.get("ppo_scale")
-    if scale:
-        lines += ["", f"## ppo_continuous at {scale['num_envs']} envs on {scale['device']}: {scale['sps']:,} SPS "
-                  f"({scale['env_steps']:,} env steps in {scale['wall_time_s']} s, compiles included), final eval "
-                  f"{scale['final_eval_return']:.1f}"]
+    for key in ("ppo_scale", "ppo_compile"):
+        scale = results.get(key)
+        if scale:
+            flags = " ".join(f"--{k}" for k in ("compile", "cudagraphs") if scale.get(k)) or "eager"
+            lines += ["", f"## ppo_continuous ({flags}) at {scale['num_envs']} envs on {scale['device']}: "
+                      f"{scale['sps']:,} SPS ({scale['env_steps']:,} env steps in {scale['wall_time_s']} s, compiles "
+                      f"included), final eval {scale['final_eval_return']:.1f}"]
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +167,8 @@ def collect(work: Path, out: Path, mode: str) -> dict:
                "environment": json.loads(env_path.read_text()) if env_path.exists() and env_path.stat().st_size
                else None,
                "cuda_tests": junit(work / "cuda_tests.xml"), "trainer_sync": junit(work / "trainer_sync.xml"),
-               "throughput": throughput_rows(work), "peer_brax": peer_brax(work), "ppo_scale": trainer_summary(work)}
+               "throughput": throughput_rows(work), "peer_brax": peer_brax(work), "ppo_scale": trainer_summary(work),
+               "ppo_compile": trainer_summary(work, "ppo_compile")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "summary.md").write_text(summary_markdown(results))

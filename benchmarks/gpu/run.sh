@@ -13,6 +13,7 @@
 #   throughput   benchmarks/env_throughput.py: ours (torch) vs raw jit(vmap(step)) vs upstream's wrapper, interleaved
 #   peer_brax    ppo_multiunroll vs Brax's ppo.train, official CartpoleBalance config, same steps, SPS ratio
 #   ppo_scale    ppo_continuous at 4096 envs: SPS
+#   ppo_compile  the same with --compile --cudagraphs (rehearsal: --compile): SPS, compile time included
 # Results: $OUT/summary.md, $OUT/results.json, $OUT/logs.tar.gz, rewritten after every step (a killed run keeps
 # what it finished). Without $OUT (here): runs/gpu_kit/<mode>/.
 set -uo pipefail
@@ -45,7 +46,7 @@ if [ "$MODE" = gpu ]; then
   THROUGHPUT_ARGS="--rounds 5 --steps 100"
   PEER_ARGS="--preset official --total-timesteps 9830400 --eval-every 10 --num-eval-envs 128"
   SCALE_ARGS="--num-envs 4096 --num-steps 16 --num-minibatches 4 --update-epochs 4 --total-timesteps 1310720"
-  CAPS="setup=90 cuda_tests=150 trainer_sync=150 throughput_each=75 peer_brax_each=120 ppo_scale=90"
+  CAPS="setup=90 cuda_tests=150 trainer_sync=150 throughput_each=75 peer_brax_each=120 ppo_scale=90 ppo_compile=150"
 else
   DEVICE=cpu
   THROUGHPUT_RUNS="CartpoleBalance:32"
@@ -55,7 +56,7 @@ else
     --trainer-arg=--num-updates-per-batch=1 --trainer-arg=--episode-length=50 --trainer-arg=--torch-threads=1"
   SCALE_ARGS="--num-envs 16 --num-steps 32 --num-minibatches 2 --update-epochs 1 --total-timesteps 1024
     --episode-length 50 --torch-threads 1"
-  CAPS="setup=60 cuda_tests=120 trainer_sync=120 throughput_each=120 peer_brax_each=240 ppo_scale=120"
+  CAPS="setup=60 cuda_tests=120 trainer_sync=120 throughput_each=120 peer_brax_each=240 ppo_scale=120 ppo_compile=240"
 fi
 CAPS="$CAPS ${GPU_KIT_CAPS:-}"  # e.g. GPU_KIT_CAPS="throughput_each=120": later entries win
 cap() { local kv v=""; for kv in $CAPS; do [ "${kv%%=*}" = "$1" ] && v=${kv#*=}; done; echo "$v"; }
@@ -137,6 +138,13 @@ if wanted ppo_scale; then
   # shellcheck disable=SC2086
   run_step ppo_scale "$(cap ppo_scale)" "$PYTHON" cleanrl_ppo/ppo_continuous.py --env-id CartpoleBalance \
     --device "$DEVICE" $SCALE_ARGS --checkpoint-interval 0 --runs-dir "$WORK/ppo_scale"
+fi
+if wanted ppo_compile; then
+  # the same run with --compile (and CUDA graphs on the GPU): SPS against ppo_scale's, compile time included
+  COMPILE_FLAGS="--compile"; [ "$MODE" = gpu ] && COMPILE_FLAGS="--compile --cudagraphs"
+  # shellcheck disable=SC2086
+  run_step ppo_compile "$(cap ppo_compile)" "$PYTHON" cleanrl_ppo/ppo_continuous.py --env-id CartpoleBalance \
+    --device "$DEVICE" $SCALE_ARGS $COMPILE_FLAGS --checkpoint-interval 0 --runs-dir "$WORK/ppo_compile"
 fi
 echo "== done in $(( $(date +%s) - START )) s: $OUT/summary.md"
 cat "$OUT/summary.md"

@@ -1,5 +1,10 @@
 """Env ids and official per-env settings, read from the installed MuJoCo Playground.
 
+Importing MuJoCo Playground costs seconds (it imports MJX and every env module), so what is read from it here (the
+ids per suite, each env's official settings) is kept as a small JSON snapshot next to the trace cache
+(:mod:`playground_gym.trace_cache`), keyed by the playground and brax versions and this package's source: a warm
+process starts without importing Playground at all. An unreadable snapshot is ignored and rewritten.
+
 Example:
     >>> import playground_gym
     >>> len(playground_gym.list_envs("dm_control_suite"))
@@ -12,7 +17,12 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 __all__ = ["SUITES", "ENV_PREFIX", "list_envs", "official_config", "resolve_env_id", "suite_of"]
@@ -21,15 +31,65 @@ SUITES = ("dm_control_suite", "locomotion", "manipulation")
 ENV_PREFIX = "playground/"
 
 
+def _snapshot_path() -> Path | None:
+    from playground_gym import trace_cache
+
+    folder = trace_cache.cache_dir()
+    if folder is None:
+        return None
+    key = [trace_cache.version_of("playground"), trace_cache.version_of("brax"), trace_cache.source_digest()]
+    return folder / f"registry-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.json"
+
+
+@functools.cache
+def _snapshot() -> dict[str, Any]:
+    """The snapshot of what was read from Playground (loaded once per process; empty if missing or unreadable)."""
+    path = _snapshot_path()
+    try:
+        data = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_snapshot() -> None:
+    path = _snapshot_path()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".tmp-", delete=False) as tmp:
+            json.dump(_snapshot(), tmp, sort_keys=True)
+        os.replace(tmp.name, path)
+    except OSError:  # a read-only cache costs the next process its speed-up, nothing else
+        pass
+
+
+def remembered(section: str, name: str, compute: Any) -> Any:
+    """``compute()`` (JSON data read from Playground), kept in the snapshot under ``section``/``name``: a later
+    process reads it back instead of importing Playground. The result is a fresh copy each call."""
+    entries = _snapshot().setdefault(section, {})
+    if name not in entries:
+        entries[name] = json.loads(json.dumps(compute()))  # anything JSON cannot hold fails here, not later
+        _save_snapshot()
+    return json.loads(json.dumps(entries[name]))
+
+
 @functools.cache
 def _suite_envs() -> dict[str, tuple[str, ...]]:
+    suites = _snapshot().get("suites")
+    if isinstance(suites, dict) and sorted(suites) == sorted(SUITES):
+        return {suite: tuple(suites[suite]) for suite in SUITES}
     from mujoco_playground import dm_control_suite, locomotion, manipulation
 
-    return {
+    envs = {
         "dm_control_suite": tuple(dm_control_suite.ALL_ENVS),
         "locomotion": tuple(locomotion.ALL_ENVS),
         "manipulation": tuple(manipulation.ALL_ENVS),
     }
+    _snapshot()["suites"] = {suite: list(names) for suite, names in envs.items()}
+    _save_snapshot()
+    return envs
 
 
 def list_envs(suite: str | None = None) -> list[str]:
@@ -131,9 +191,17 @@ def official_config(env_id: str) -> dict[str, Any]:
     Raises:
         ValueError / TypeError: unknown or malformed env id.
     """
+    name = resolve_env_id(env_id)
+    cfg = remembered("official", name, lambda: _official_config(name))
+    for key in ("policy_hidden_layer_sizes", "value_hidden_layer_sizes"):
+        cfg[key] = tuple(int(v) for v in cfg[key])
+    return cfg
+
+
+def _official_config(name: str) -> dict[str, Any]:
+    """official_config read from Playground's and Brax's own tables (JSON data: tuples as lists)."""
     from mujoco_playground import registry
 
-    name = resolve_env_id(env_id)
     suite = suite_of(name)
     env_config = registry.get_default_config(name)
     cfg: dict[str, Any] = dict(_brax_ppo_defaults())
@@ -156,5 +224,5 @@ def official_config(env_id: str) -> dict[str, Any]:
     cfg.update(corrections)
     cfg["corrections"] = dict(corrections)
     for key in ("policy_hidden_layer_sizes", "value_hidden_layer_sizes"):
-        cfg[key] = tuple(int(v) for v in cfg[key])
+        cfg[key] = [int(v) for v in cfg[key]]
     return cfg

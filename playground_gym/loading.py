@@ -82,12 +82,12 @@ def find_menagerie() -> tuple[Path | None, str]:
     Example:
         >>> path, why = find_menagerie()  # (None, "no checkout at ... and PLAYGROUND_GYM_MENAGERIE_PATH is not set")
     """
-    from mujoco_playground._src import mjx_env
-
     user_path = os.environ.get(MENAGERIE_ENV_VAR)
     if user_path:
         path = Path(user_path).expanduser()
         return (path, "") if path.is_dir() else (None, f"{MENAGERIE_ENV_VAR}={user_path!r} is not a directory")
+    from mujoco_playground._src import mjx_env  # imports all of Playground: only where its default folder is asked
+
     path = Path(str(mjx_env.MENAGERIE_PATH))
     if path.is_dir() and any(path.iterdir()):
         return path, ""

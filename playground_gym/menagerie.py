@@ -29,6 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from playground_gym import configs
 from playground_gym.configs import list_envs, resolve_env_id, suite_of
 
 __all__ = ["MJLAB_REQUIREMENT", "PARTIAL_ROBOTS", "build_partial", "covered_envs", "missing_robots", "robots_of"]
@@ -62,11 +63,13 @@ def robots_of(env_id: str) -> tuple[str, ...]:
     suite = suite_of(name)
     if suite == "dm_control_suite":
         return ()
-    from mujoco_playground._src import locomotion, manipulation
+    def package_of() -> str:
+        from mujoco_playground._src import locomotion, manipulation
 
-    registry = (locomotion if suite == "locomotion" else manipulation)._envs
-    target = registry[name]
-    package = getattr(target, "func", target).__module__.split(".")[3]
+        target = (locomotion if suite == "locomotion" else manipulation)._envs[name]
+        return getattr(target, "func", target).__module__.split(".")[3]
+
+    package = configs.remembered("package", name, package_of)  # read from Playground once, then from the snapshot
     if package not in _PACKAGE_ROBOTS:
         raise KeyError(f"{name}: its Playground package {package!r} is not in playground_gym.menagerie's table")
     return _PACKAGE_ROBOTS[package]

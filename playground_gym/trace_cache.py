@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -84,14 +85,16 @@ def cache_dir() -> Path | None:
     return Path(compile_dir) / "playground_gym_traces"
 
 
-def _version(package: str) -> str | None:
+def version_of(package: str) -> str | None:
+    """The installed version of a distribution, or ``None``."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def _source_digest() -> str:
+@functools.cache
+def source_digest() -> str:
     """This package's own source: an edited checkout must not load programs traced by other code."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
@@ -133,8 +136,8 @@ def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
         "platform": jax_device.platform,
         "device_kind": jax_device.device_kind,
         "x64": bool(jax.config.jax_enable_x64),
-        "versions": {name: _version(name) for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground")},
-        "playground_gym_source": _source_digest(),
+        "versions": {name: version_of(name) for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground")},
+        "playground_gym_source": source_digest(),
         "menagerie": _menagerie_digest(settings["env_id"]),
     }
 

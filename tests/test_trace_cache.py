@@ -31,7 +31,8 @@ for a in actions:
     obs, reward, terminated, truncated, info = envs.step(a)
     rows.append([obs.tolist(), reward.tolist(), truncated.tolist(), info["final_obs"].tolist(),
                  info["episode"]["r"].tolist()])
-print(json.dumps({"source": envs.programs_source, "counts": envs.trace_counts, "rows": rows}))
+print(json.dumps({"source": envs.programs_source, "counts": envs.trace_counts, "rows": rows,
+                  "playground_imported": "mujoco_playground" in sys.modules}))
 """
 
 
@@ -53,6 +54,33 @@ def test_a_second_process_loads_the_traced_programs_and_steps_bit_identically(tm
     assert second["rows"] == first["rows"] == off["rows"]  # obs, rewards, truncations, final_obs, episode returns
     assert any(any(row[2]) for row in first["rows"][1:])  # the run crossed episode ends
     assert first["counts"] == second["counts"] == {"reset": 1, "step": 1}
+    # the warm process never imported MuJoCo Playground (ids and configs came from the snapshot)
+    assert (first["playground_imported"], second["playground_imported"], off["playground_imported"]) == \
+        (True, False, True)
+
+
+def test_the_snapshot_of_ids_and_official_configs_equals_playground(tmp_path, monkeypatch):
+    from playground_gym import configs
+
+    monkeypatch.setattr(trace_cache, "cache_dir", lambda: tmp_path)
+    configs._snapshot.cache_clear()  # and again at the end: later tests read the real snapshot
+    configs._suite_envs.cache_clear()
+    try:
+        direct = {name: configs.official_config(name) for name in configs.list_envs()}  # read from Playground
+        (snapshot,) = tmp_path.glob("registry-*.json")
+        configs._snapshot.cache_clear()
+        configs._suite_envs.cache_clear()
+        assert configs.list_envs() == list(direct) and len(direct) == 54
+        assert {name: configs.official_config(name) for name in direct} == direct  # read back from the file
+        assert configs.official_config("FingerSpin")["discounting"] == 0.95
+        snapshot.write_text("{not json")  # unreadable: ignored, read from Playground again and rewritten
+        configs._snapshot.cache_clear()
+        configs._suite_envs.cache_clear()
+        assert configs.official_config("PendulumSwingup") == direct["PendulumSwingup"]
+        assert "PendulumSwingup" in json.loads(snapshot.read_text())["official"]
+    finally:
+        configs._snapshot.cache_clear()
+        configs._suite_envs.cache_clear()
 
 
 @pytest.fixture

@@ -5,7 +5,10 @@ all of them alike), env steps per second of:
   raw       jax.jit(jax.vmap(env.step)) on a Playground env: no autoreset, no episode books (the ceiling)
   upstream  mujoco_playground.wrapper.wrap_for_brax_training(env) stepped with jax.jit
   ours      playground_gym.make_vec(..., array_type="torch").step(torch actions), outputs as torch tensors
-and reports each round's ratio ours/raw and ours/upstream (median over rounds). Time to first step is
+  ours_jax  the same env with array_type="jax" (JAX actions in, JAX arrays out, no wait per step): the same
+            compiled step and bookkeeping without torch mode's hand-over, so ours_jax/raw is what the bookkeeping
+            costs and ours/ours_jax what the hand-over costs
+and reports each round's ratio ours/raw and ours/upstream (median over rounds), plus ours_jax/raw. Time to first step is
 measured in fresh subprocesses with the persistent compilation cache off (cold), plus ours with a warm
 cache: wall time from env construction to the end of the SECOND step, because upstream compiles its step
 twice (reset and step outputs differ in weak types).
@@ -93,6 +96,7 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     up_env = wrapper.wrap_for_brax_training(registry.load(env_id, config_overrides={"impl": "jax"}),
                                             episode_length=1000)
     ours = playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000)
+    ours_jax = playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000, array_type="jax")
     act_dim = raw_env.action_size
     gen = torch.Generator().manual_seed(0)
     host_actions = 2 * torch.rand(num_envs, act_dim, generator=gen) - 1
@@ -104,6 +108,7 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     with jax.default_device(jax_device):
         state = {"raw": jax.jit(jax.vmap(raw_env.reset))(keys), "upstream": jax.jit(up_env.reset)(keys)}
     ours.reset(seed=0)
+    ours_jax.reset(seed=0)
 
     def run(kind: str) -> float:
         start = time.perf_counter()
@@ -111,6 +116,10 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
             for _ in range(steps):
                 reward = ours.step(torch_actions)[1]
             float(reward.sum())  # reading a result waits for the last step
+        elif kind == "ours_jax":
+            for _ in range(steps):
+                reward = ours_jax.step(jax_actions)[1]
+            jax.block_until_ready(reward)
         else:
             fn, s = (raw_step, state[kind]) if kind == "raw" else (up_step, state[kind])
             for _ in range(steps):
@@ -119,11 +128,12 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
             state[kind] = s
         return steps * num_envs / (time.perf_counter() - start)
 
-    for kind in ("raw", "upstream", "ours"):  # compile and warm up
+    kinds = ("raw", "upstream", "ours", "ours_jax")
+    for kind in kinds:  # compile and warm up
         run(kind), run(kind)
-    sps: dict[str, list[float]] = {"raw": [], "upstream": [], "ours": []}
+    sps: dict[str, list[float]] = {kind: [] for kind in kinds}
     for r in range(rounds):
-        order = ("raw", "upstream", "ours") if r % 2 == 0 else ("ours", "upstream", "raw")
+        order = kinds if r % 2 == 0 else kinds[::-1]
         for kind in order:
             sps[kind].append(run(kind))
     return sps
@@ -212,16 +222,19 @@ def main() -> None:
         res["sps"] = sps
         res["ratio_raw"] = statistics.median(o / r for o, r in zip(sps["ours"], sps["raw"]))
         res["ratio_upstream"] = statistics.median(o / u for o, u in zip(sps["ours"], sps["upstream"]))
+        res["ratio_jax_raw"] = statistics.median(o / r for o, r in zip(sps["ours_jax"], sps["raw"]))
         results[env_id] = res
 
     print(f"\n## Env throughput, {args.num_envs} envs, {args.device} ({os.cpu_count()} CPU cores), "
           f"{args.rounds} interleaved rounds x {args.steps} steps\n")
-    print("| env | raw vmap SPS | upstream SPS | playground_gym (torch) SPS | ours/raw | ours/upstream |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| env | raw vmap SPS | upstream SPS | playground_gym (torch) SPS | ours/raw | ours/upstream "
+          "| playground_gym (jax) SPS | ours_jax/raw |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for env_id, res in results.items():
         med = {k: statistics.median(v) for k, v in res["sps"].items()}
         print(f"| {env_id} | {med['raw']:,.0f} | {med['upstream']:,.0f} | {med['ours']:,.0f} | "
-              f"{res['ratio_raw']:.2f} | {res['ratio_upstream']:.2f} |")
+              f"{res['ratio_raw']:.2f} | {res['ratio_upstream']:.2f} | {med['ours_jax']:,.0f} | "
+              f"{res['ratio_jax_raw']:.2f} |")
     if not args.skip_first_step:
         print("\n## Time to first steps (s): construct+reset, step 1, step 2, total\n")
         print("| env | contender | construct+reset | step 1 | step 2 | total |")

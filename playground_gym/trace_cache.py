@@ -60,6 +60,10 @@ class EnvPrograms(NamedTuple):
     set_elapsed: Any
     meta: dict[str, Any]
 
+    def calls(self) -> dict[str, Any]:
+        """The four programs as functions to wrap in ``jax.jit`` (each ``Exported.call``), by name."""
+        return {name: getattr(self, name).call for name in _PROGRAMS}
+
     def layout(self) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, Any] | None]:
         """Shapes and dtype names of the packed carry and replay cache, as ``VectorFunctions.layout`` gives them."""
         carry, first, _ = jax.tree.unflatten(self.reset.out_tree, self.reset.out_avals)

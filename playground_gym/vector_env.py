@@ -147,8 +147,7 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
     under ``rekey()``: loading may have fetched the Menagerie, which is part of the key)."""
     programs = trace_cache.load_programs(key) if key is not None else None
     if programs is not None:
-        fns = {name: getattr(programs, name).call for name in ("reset", "step", "elapsed", "set_elapsed")}
-        return _Compiled(fns, lambda n: programs.layout(), programs.meta, jax_device, load, spec, "trace cache")
+        return _Compiled(programs.calls(), lambda n: programs.layout(), programs.meta, jax_device, load, spec, "trace cache")
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         mjx_env = load()
         obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
@@ -164,8 +163,7 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
                                                jax_device.platform)
     trace_cache.save_programs(rekey() if rekey is not None else key, programs)
     # this process runs the exported programs too, so the compilation cache then holds what a later process needs
-    fns_exported = {name: getattr(programs, name).call for name in ("reset", "step", "elapsed", "set_elapsed")}
-    return _Compiled(fns_exported, fns.layout, meta, jax_device, load, spec, "traced", mjx_env, fns.env_state)
+    return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", mjx_env, fns.env_state)
 
 
 # Compiled functions in use by a live vector env are always found (weak references: they go when the last env

@@ -123,14 +123,15 @@ def run_brax(cfg, seed, eval_every, num_eval_envs, workdir):
             "train_sps": result["eval_history"][-1]["train_sps"]}
 
 
-def run_ours(cfg, seed, eval_every, num_eval_envs, workdir, extra):
+def run_ours(cfg, seed, eval_every, num_eval_envs, workdir, extra, preload=None):
     runs = Path(workdir) / f"ours_{seed}"
     cmd = [sys.executable, str(TRAINER), "--env-id", cfg["env_id"], "--preset", cfg["preset"], "--seed", str(seed),
            "--total-timesteps", str(cfg["total_timesteps"]), "--eval-interval", str(eval_every),
            "--num-eval-envs", str(num_eval_envs), "--checkpoint-interval", "0", "--runs-dir", str(runs),
            *([] if cfg["full_reset"] else ["--no-full-reset"]), *extra]
     t = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **({"LD_PRELOAD": str(preload)} if preload else {}))
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
     wall = time.time() - t
     (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -207,6 +208,9 @@ def main(argv=None):
     parser.add_argument("--only", choices=["brax", "ours"], default=None, help="run one side only")
     parser.add_argument("--trainer-arg", action="append", default=[],
                         help="extra ppo_multiunroll flag for both sides, e.g. --trainer-arg=--num-envs=64")
+    parser.add_argument("--cpu-blas", choices=["auto", "default"], default="auto",
+                        help="auto: run ours with playground_gym.cpu_blas's MKL shim preloaded where torch's MKL would "
+                             "take its AVX2 kernels on an AVX-512 CPU (AMD); default: never (Brax's XLA uses no MKL)")
     parser.add_argument("--worker-brax", help=argparse.SUPPRESS)
     parser.add_argument("--seed-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -223,6 +227,12 @@ def main(argv=None):
     if cfg["num_resets_per_eval"] and a.eval_every % cfg["num_resets_per_eval"]:
         parser.error("--eval-every must be a multiple of num_resets_per_eval so forced resets align")
     cfg["total_timesteps"] = updates * cfg["steps_per_update"]
+    preload = None
+    if a.cpu_blas == "auto":  # host-side only: harmless where torch computes on a GPU
+        from playground_gym import cpu_blas
+
+        preload = cpu_blas.build_shim() if cpu_blas.slow_mkl_reason() else None
+    cfg["cpu_blas"] = "mkl-avx512-shim" if preload else "default"  # part of the key: results of both never mix
     os.makedirs(a.out, exist_ok=True)
     results_path = Path(a.out) / "results.json"
     results = {"config": cfg, "brax": [], "ours": [], "seeds": list(range(1, a.seeds + 1)),
@@ -248,7 +258,8 @@ def main(argv=None):
             if a.only != "brax" and seed not in done["ours"]:
                 print(f"== ppo_multiunroll seed {seed}", flush=True)
                 results["ours"].append({"seed": seed, **run_ours(cfg, seed, a.eval_every, a.num_eval_envs, workdir,
-                                                                 extra)})
+                                                                 extra,
+                                                                 preload)})
             for side in ("brax", "ours"):
                 results[side].sort(key=lambda r: r["seed"])
             results_path.write_text(json.dumps(results, indent=1))

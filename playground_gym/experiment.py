@@ -53,7 +53,7 @@ import torch.nn as nn
 import tyro
 
 import playground_gym
-from playground_gym import distributed
+from playground_gym import cpu_blas, distributed
 from playground_gym.baselines import random_policy_return
 
 __all__ = ["CLIError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
@@ -482,6 +482,8 @@ class Experiment:
         except (ValueError, TypeError, KeyError) as e:
             raise CLIError(str(e)) from None
         self.device = self.envs.device
+        if self.device.type == "cpu" and self.world.is_main and (reason := cpu_blas.slow_mkl_reason()):
+            print(f"note: {reason}")
         self.episode_stats = torch.zeros(3, device=self.device)
         self.nonfinite_updates = torch.zeros((), device=self.device)
         self.baseline = self._baseline()

@@ -371,8 +371,9 @@ def _tail(path: str | Path, n: int = 15) -> list[str]:
 class _Runner:
     """Runs tasks on a thread pool, each trainer in its own process group; stops them all on request."""
 
-    def __init__(self, workers: int, timeout: float | None, quiet: bool = False):
+    def __init__(self, workers: int, timeout: float | None, quiet: bool = False, preload: str | None = None):
         self.workers = workers
+        self.preload = preload
         self.timeout = timeout
         self.quiet = quiet
         self.stop = threading.Event()
@@ -394,6 +395,8 @@ class _Runner:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             if self.workers > 1:  # parallel runs would all pin their JAX to the same CPU (backend.pin_jax_cpu)
                 env["PLAYGROUND_GYM_PIN_JAX_CPU"] = "0"
+            if self.preload:  # playground_gym.cpu_blas: torch's MKL on its AVX-512 kernels on an AMD CPU
+                env["LD_PRELOAD"] = ":".join(filter(None, [env.get("LD_PRELOAD"), self.preload]))
             try:
                 proc = subprocess.Popen(task.command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
                                         start_new_session=True)
@@ -464,9 +467,10 @@ def _kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 def run_tasks(tasks: Sequence[Task], workers: int, timeout: float | None = None,
-              log=print) -> tuple[list[dict[str, Any]], bool]:
-    """Run ``tasks`` with up to ``workers`` at once. Returns (status records, interrupted?)."""
-    runner = _Runner(workers, timeout)
+              log=print, preload: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Run ``tasks`` with up to ``workers`` at once, each with ``preload`` (a shared library's path) added to its
+    ``LD_PRELOAD`` if given. Returns (status records, interrupted?)."""
+    runner = _Runner(workers, timeout, preload=preload)
     records: list[dict[str, Any]] = []
     interrupted = False
     previous = signal.getsignal(signal.SIGTERM)
@@ -638,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "as `srun torchrun --standalone --nproc-per-node N` (one rank per GPU; default: 0)")
     parser.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
                         help="extra #SBATCH line, e.g. --sbatch-option=--gres=gpu:1 (repeatable)")
+    parser.add_argument("--cpu-blas", choices=["auto", "default"], default="auto",
+                        help="auto: local runs preload playground_gym.cpu_blas's MKL shim where torch's MKL would "
+                             "take its AVX2 kernels on an AVX-512 CPU (AMD); default: never")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md and plots at the end")
     parser.add_argument("--skip-flag-check", action="store_true",
                         help="do not check the planned flags against each trainer's --help before running")
@@ -645,6 +652,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of the trainer scripts NAME.py (for tests and custom trainers; default: "
                              "cleanrl_ppo/)")
     return parser
+
+
+def cpu_blas_preload() -> str | None:
+    """The MKL shim's path where this machine's torch would run MKL's AVX2 kernels on an AVX-512 CPU (AMD), else
+    None; a shim that cannot be built is a note, not an error (the runs are slower, not wrong)."""
+    from playground_gym import cpu_blas
+
+    if cpu_blas.slow_mkl_reason() is None:
+        return None
+    try:
+        path = str(cpu_blas.build_shim())
+    except cpu_blas.CPUBlasError as e:
+        print(f"campaign: note: runs use torch's MKL as it is: {e}", file=sys.stderr)
+        return None
+    print(f"campaign: runs preload {path} (playground_gym.cpu_blas: MKL's AVX-512 kernels on this CPU; "
+          f"--cpu-blas default turns it off)", file=sys.stderr)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -722,8 +746,10 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
         print(f"campaign: submit with `sbatch {sbatch}`; afterwards `python benchmarks/report.py {out} --out {out}`")
         return 0
 
+    preload = cpu_blas_preload() if args.cpu_blas == "auto" and todo else None
     t0 = time.time()
-    records, interrupted = run_tasks(todo, args.workers, args.timeout, log=lambda m: print(m, flush=True))
+    records, interrupted = run_tasks(todo, args.workers, args.timeout, log=lambda m: print(m, flush=True),
+                                     preload=preload)
     wall = time.time() - t0
     failed = [r for r in records if r["status"] not in ("ok", "not started")]
     print(f"campaign: {sum(r['status'] == 'ok' for r in records)} ok, {len(failed)} failed/interrupted of "
@@ -740,6 +766,9 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
                         f"{len(envs)} envs, {seeds} seed(s)" + (f", extra flags `{shlex.join(extra)}`" if extra else "")
                         + f"; this invocation ran {len(todo)} runs in {wall:.0f} s with {args.workers} workers."]
             notes_md += [f"Note: {n}." for n in notes]
+            if preload:
+                notes_md.append("Runs preloaded playground_gym.cpu_blas's MKL shim (torch's matmuls on MKL's AVX-512 "
+                                "kernels on this AMD CPU).")
             path = report.write_report([out / "runs"], out, status_dirs=[out / "status"],
                                        title=f"Benchmark report ({args.preset})", notes=notes_md)
             print(f"campaign: report {path}")

@@ -196,6 +196,15 @@ def report(results, cfg, out_dir):
     print(f"wrote {png} and {Path(out_dir) / 'results.json'}")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name: XLA compiles for the host's features, so Brax's curves differ across CPU models."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-id", default="CartpoleBalance")
@@ -236,7 +245,7 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     results_path = Path(a.out) / "results.json"
     results = {"config": cfg, "brax": [], "ours": [], "seeds": list(range(1, a.seeds + 1)),
-               "machine": f"{os.cpu_count()} CPUs", "sps_definition": "env steps / whole-run wall time",
+               "machine": f"{os.cpu_count()} CPUs, {_cpu_model()}", "sps_definition": "env steps / whole-run wall time",
                "evaluation": {"eval_every": a.eval_every, "num_eval_envs": a.num_eval_envs}}
     if results_path.exists():  # resume: runs already recorded under the same config are kept, not rerun
         previous = json.loads(results_path.read_text())

@@ -236,6 +236,26 @@ def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, t
     assert len(lines) == 4 and all("bad.py" in ln for ln in lines)
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "clang")), reason="no C compiler on PATH")
+def test_cpu_blas_shim_reaches_local_runs_unless_turned_off(capsys, scripts_dir, tmp_path, monkeypatch):
+    from playground_gym import cpu_blas
+
+    shim = str(cpu_blas.build_shim(tmp_path / "shim"))
+    monkeypatch.setattr(campaign, "cpu_blas_preload", lambda: shim)  # as on an AMD CPU with AVX-512
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    (scripts_dir / "probe.py").write_text(GOOD.replace('"args": vars(a)}',
+                                                       '"args": vars(a), "ld_preload": os.environ.get("LD_PRELOAD")}'))
+    seen = {}
+    for mode in ("auto", "default"):
+        out = tmp_path / mode
+        assert campaign.main(["--scripts", "probe", "--scripts-dir", str(scripts_dir), "--envs", "CartpoleBalance",
+                              "--seeds", "1", "--out", str(out), "--no-report", "--cpu-blas", mode]) == 0
+        (summary,) = (out / "runs").rglob("summary.json")
+        seen[mode] = json.loads(summary.read_text())["ld_preload"]
+    assert seen == {"auto": shim, "default": None}
+    assert cpu_blas.SHIM_NAME in shim
+
+
 def test_exit_0_without_summary_and_timeout_are_failures(capsys, scripts_dir, tmp_path):
     (scripts_dir / "nosummary.py").write_text("import sys\nprint('ok but nothing written')\n")
     rc = campaign.main(["--scripts", "nosummary", "--scripts-dir", str(scripts_dir), "--envs", "PointMass",

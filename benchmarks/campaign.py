@@ -396,7 +396,9 @@ class _Runner:
             if self.workers > 1:  # parallel runs would all pin their JAX to the same CPU (backend.pin_jax_cpu)
                 env["PLAYGROUND_GYM_PIN_JAX_CPU"] = "0"
             if self.preload:  # playground_gym.cpu_blas: torch's MKL on its AVX-512 kernels on an AMD CPU
-                env["LD_PRELOAD"] = ":".join(filter(None, [env.get("LD_PRELOAD"), self.preload]))
+                from playground_gym.cpu_blas import preload_env
+
+                env = preload_env(env, self.preload)
             try:
                 proc = subprocess.Popen(task.command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
                                         start_new_session=True)
@@ -659,16 +661,16 @@ def cpu_blas_preload() -> str | None:
     None; a shim that cannot be built is a note, not an error (the runs are slower, not wrong)."""
     from playground_gym import cpu_blas
 
-    if cpu_blas.slow_mkl_reason() is None:
-        return None
     try:
-        path = str(cpu_blas.build_shim())
+        path = cpu_blas.preload_path()
     except cpu_blas.CPUBlasError as e:
         print(f"campaign: note: runs use torch's MKL as it is: {e}", file=sys.stderr)
         return None
+    if path is None:
+        return None
     print(f"campaign: runs preload {path} (playground_gym.cpu_blas: MKL's AVX-512 kernels on this CPU; "
           f"--cpu-blas default turns it off)", file=sys.stderr)
-    return path
+    return str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,8 @@
 Each round runs two worker processes, one plain and one with ``LD_PRELOAD`` = the shim, in alternating order. A
 worker measures, on torch's default threads (all cores):
 - ``matmul``: a (2112 x 256) @ (256 x 256) float32 matmul (one hidden layer of ppo_multiunroll's 5x256 critic on a
-  --preset cpu minibatch of 64 segments x 32 steps + 64 bootstrap observations), in GFLOPS;
+  --preset cpu minibatch of 64 segments x 32 steps + 64 bootstrap observations), in GFLOPS, on one thread and on
+  all, and the same matmul under XLA (jax.jit), which does not use MKL: a control the shim must leave alone;
 - ``update``: one ppo_multiunroll `update()` (10 epochs x 8 minibatches, the preset's shapes, CartpoleBalance's
   5-dim observations, random data), in ms per minibatch, and its final value loss (the shim changes MKL's summation
   order, so it agrees to float32 rounding, not bit for bit).
@@ -38,12 +39,25 @@ def worker() -> dict:
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     a, w = torch.randn(2112, 256), torch.randn(256, 256)
-    for _ in range(20):
-        a @ w
-    n, t = 200, time.perf_counter()
-    for _ in range(n):
-        a @ w
-    gflops = 2 * 2112 * 256 * 256 / ((time.perf_counter() - t) / n) / 1e9
+
+    def gflops(matmul, n=200):
+        for _ in range(20):
+            matmul()
+        t = time.perf_counter()
+        for _ in range(n):
+            matmul()
+        return 2 * 2112 * 256 * 256 / ((time.perf_counter() - t) / n) / 1e9
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_thread = gflops(lambda: a @ w)
+    torch.set_num_threads(threads)
+    all_threads = gflops(lambda: a @ w)
+    import jax  # the control: XLA's own kernels, which the shim cannot touch
+
+    xla_matmul = jax.jit(lambda x, y: x @ y)
+    xa, xw = jax.numpy.asarray(a.numpy()), jax.numpy.asarray(w.numpy())
+    xla = gflops(lambda: xla_matmul(xa, xw).block_until_ready())
 
     ppo = load_trainer("ppo_multiunroll")
     T, segments, obs_dim, act_dim = 32, 512, 5, 1
@@ -60,7 +74,8 @@ def worker() -> dict:
     t = time.perf_counter()
     metrics = ppo.update(agent, optimizer, s, args, nonfinite)
     per_minibatch_ms = (time.perf_counter() - t) / (args.num_updates_per_batch * args.num_minibatches) * 1e3
-    return {"shim_loaded": cpu_blas.shim_loaded(), "threads": torch.get_num_threads(), "matmul_gflops": gflops,
+    return {"shim_loaded": cpu_blas.shim_loaded(), "threads": threads, "matmul_gflops": all_threads,
+            "matmul_gflops_1_thread": one_thread, "xla_matmul_gflops": xla,
             "update_ms_per_minibatch": per_minibatch_ms, "value_loss": float(metrics["losses/value_loss"])}
 
 
@@ -79,10 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[dict]] = {"plain": [], "shim": []}
     for r in range(a.rounds):
         for kind in (("plain", "shim") if r % 2 == 0 else ("shim", "plain")):
-            env = dict(os.environ)
-            env.pop("LD_PRELOAD", None)
-            if kind == "shim":
-                env["LD_PRELOAD"] = str(shim)
+            plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+            env = cpu_blas.preload_env(plain_env, shim if kind == "shim" else None)
             out = subprocess.run([sys.executable, __file__, "--worker"], env=env, cwd=ROOT, check=True,
                                  capture_output=True, text=True).stdout
             runs[kind].append(json.loads(out.strip().splitlines()[-1]))
@@ -96,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
 
     reason = cpu_blas.slow_mkl_reason()
     lines = ["| | plain torch (MKL's own dispatch) | with the shim | shim / plain |", "|-|-|-|-|"]
-    for key, label in (("matmul_gflops", "matmul GFLOPS (2112x256 @ 256x256)"),
+    for key, label in (("matmul_gflops_1_thread", "torch matmul GFLOPS (2112x256 @ 256x256), 1 thread"),
+                       ("matmul_gflops", "torch matmul GFLOPS, all threads"),
+                       ("xla_matmul_gflops", "XLA matmul GFLOPS (jax.jit, its default threads; a control)"),
                        ("update_ms_per_minibatch", "ppo_multiunroll update, ms per minibatch")):
         (p, ps), (q, qs) = stat("plain", key), stat("shim", key)
         lines.append(f"| {label} | {p:.1f} ± {ps:.1f} | {q:.1f} ± {qs:.1f} | {q / p:.2f}x |")

@@ -130,8 +130,9 @@ def run_ours(cfg, seed, eval_every, num_eval_envs, workdir, extra, preload=None)
            "--num-eval-envs", str(num_eval_envs), "--checkpoint-interval", "0", "--runs-dir", str(runs),
            *([] if cfg["full_reset"] else ["--no-full-reset"]), *extra]
     t = time.time()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **({"LD_PRELOAD": str(preload)} if preload else {}))
-    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    from playground_gym.cpu_blas import preload_env
+
+    subprocess.run(cmd, check=True, cwd=ROOT, env=preload_env(dict(os.environ, PYTHONUNBUFFERED="1"), preload))
     wall = time.time() - t
     (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -236,11 +237,9 @@ def main(argv=None):
     if cfg["num_resets_per_eval"] and a.eval_every % cfg["num_resets_per_eval"]:
         parser.error("--eval-every must be a multiple of num_resets_per_eval so forced resets align")
     cfg["total_timesteps"] = updates * cfg["steps_per_update"]
-    preload = None
-    if a.cpu_blas == "auto":  # host-side only: harmless where torch computes on a GPU
-        from playground_gym import cpu_blas
+    from playground_gym import cpu_blas
 
-        preload = cpu_blas.build_shim() if cpu_blas.slow_mkl_reason() else None
+    preload = cpu_blas.preload_path() if a.cpu_blas == "auto" else None  # host-side only: harmless on a GPU run
     cfg["cpu_blas"] = "mkl-avx512-shim" if preload else "default"  # part of the key: results of both never mix
     os.makedirs(a.out, exist_ok=True)
     results_path = Path(a.out) / "results.json"

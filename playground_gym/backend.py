@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "cache_subdir",
     "configure_jax_environment",
     "enable_compilation_cache",
     "enable_inductor_cache",
@@ -63,6 +64,13 @@ def _default_cache_dir() -> Path:
     return Path(base) / "playground_gym" / "jax_cache"
 
 
+def cache_subdir(name: str) -> Path:
+    """The folder ``name`` next to JAX's default cache: ``$PLAYGROUND_GYM_CACHE_DIR/<name>`` where that is set, else
+    ``$XDG_CACHE_HOME/playground_gym/<name>`` (inductor's cache, the MKL shim)."""
+    base = os.environ.get(_CACHE_DIR_VAR)
+    return Path(base).expanduser() / name if base else _default_cache_dir().parent / name
+
+
 def enable_compilation_cache(path: str | os.PathLike[str] | None = None) -> Path | None:
     """Turn on JAX's persistent compilation cache so a second process skips the env's JIT compile.
 
@@ -102,8 +110,7 @@ def enable_inductor_cache() -> Path | None:
     """
     if _opted_out(_CACHE_OPT_OUT) or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
         return None
-    base = os.environ.get(_CACHE_DIR_VAR)
-    target = Path(base).expanduser() / "inductor" if base else _default_cache_dir().parent / "inductor"
+    target = cache_subdir("inductor")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(target)
     return target
 

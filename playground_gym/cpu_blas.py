@@ -2,10 +2,11 @@
 
 torch's x86 wheels do their float32 matmuls with the Intel MKL linked into them, and MKL picks its kernels by CPU
 vendor: on an AMD CPU it runs its AVX2 code even where the CPU has AVX-512 (Zen 4 and Zen 5). Measured here (AMD
-EPYC, Zen 5, 2 cores): a (2112 x 256) @ (256 x 256) float32 matmul ran at 84-92 GFLOPS per core (the AVX2 peak of
-this clock) and at 202 GFLOPS per core with MKL told the CPU is an Intel one, while XLA (which does not use MKL)
-already ran it at 173 GFLOPS per core; one ppo_multiunroll --preset cpu update (80 SGD steps of a 5x256 critic, most
-of its time here) took 1.68 s instead of 2.65 s.
+EPYC, Zen 5, 2 cores; ``benchmarks/cpu_blas.py``): a (2112 x 256) @ (256 x 256) float32 matmul ran at 91 GFLOPS on
+one core (about the AVX2 peak of this clock) and at 202 GFLOPS with MKL told the CPU is an Intel one, while XLA (which
+does not use MKL) already ran it at 320 GFLOPS on two threads against torch's 166 (391 with the shim); one
+ppo_multiunroll --preset cpu update (80 SGD steps of a 5x256 critic, most of its time here) took 1.32 s instead of
+2.21 s (``benchmarks/trainer_phases.py``).
 
 MKL asks one internal function, ``mkl_serv_intel_cpu_true``, whether the CPU is Intel's; torch exports it from
 ``libtorch_cpu.so``, so a shared library preloaded with ``LD_PRELOAD`` that defines it as ``return 1`` takes its
@@ -34,7 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["CPUBlasError", "SHIM_NAME", "build_shim", "shim_loaded", "slow_mkl_reason", "main"]
+from playground_gym import backend
+
+__all__ = ["CPUBlasError", "SHIM_NAME", "build_shim", "preload_env", "preload_path", "shim_loaded", "slow_mkl_reason",
+           "main"]
 
 SHIM_NAME = "libplayground_gym_mkl_intel_cpu.so"
 _SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
@@ -79,7 +83,7 @@ def slow_mkl_reason(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """
     import torch
 
-    if sys.platform != "linux" or platform.machine() not in {"x86_64", "AMD64"}:
+    if sys.platform != "linux" or platform.machine() != "x86_64":
         return None
     if not torch.backends.mkl.is_available():
         return None
@@ -100,13 +104,6 @@ def _compiler() -> str | None:
     return None
 
 
-def _default_dir() -> Path:
-    from playground_gym.backend import _default_cache_dir
-
-    base = os.environ.get("PLAYGROUND_GYM_CACHE_DIR")
-    return Path(base).expanduser() / "cpu_blas" if base else _default_cache_dir().parent / "cpu_blas"
-
-
 def build_shim(directory: str | os.PathLike[str] | None = None) -> Path:
     """The path of the shim, built with the system C compiler if it is not there yet (atomically: concurrent
     builders each write a temporary file and rename it).
@@ -114,7 +111,7 @@ def build_shim(directory: str | os.PathLike[str] | None = None) -> Path:
     Raises:
         CPUBlasError: no C compiler was found, or compiling failed (its output is in the message).
     """
-    target = Path(directory) if directory is not None else _default_dir()
+    target = Path(directory) if directory is not None else backend.cache_subdir("cpu_blas")
     path = target / SHIM_NAME
     if path.is_file():
         return path
@@ -132,6 +129,28 @@ def build_shim(directory: str | os.PathLike[str] | None = None) -> Path:
                                f"{(result.stderr or result.stdout).strip()}")
         os.replace(built, path)
     return path
+
+
+def preload_path() -> Path | None:
+    """The shim's path (built if needed) where :func:`slow_mkl_reason` says this machine needs it, else ``None``: what
+    a launcher of trainer processes puts in their ``LD_PRELOAD`` (with :func:`preload_env`).
+
+    Raises:
+        CPUBlasError: it is needed but cannot be built.
+    """
+    return build_shim() if slow_mkl_reason() is not None else None
+
+
+def preload_env(env: dict[str, str], path: str | os.PathLike[str] | None) -> dict[str, str]:
+    """A copy of the environment ``env`` with ``path`` appended to its ``LD_PRELOAD`` (``env`` itself if ``None``).
+
+    Example:
+        >>> preload_env({"LD_PRELOAD": "/a.so"}, "/b.so")["LD_PRELOAD"]
+        '/a.so:/b.so'
+    """
+    if path is None:
+        return env
+    return {**env, "LD_PRELOAD": ":".join(filter(None, [env.get("LD_PRELOAD"), str(path)]))}
 
 
 def main(argv: list[str] | None = None) -> int:

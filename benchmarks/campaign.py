@@ -95,10 +95,11 @@ PRESET_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
     "smoke": {
         "ppo_continuous": _CLEANRL_SMOKE,
         "ppo_tanh": _CLEANRL_SMOKE,
-        # 16 x 4 = 64 segments of 16 steps per update = 4 unrolls of 16 envs = 1024 steps; 4 updates
+        # 16 x 4 = 64 segments of 16 steps per update = 4 unrolls of 16 envs = 1024 steps; Brax's schedule for 3
+        # evaluations: 2 eval epochs of 2 updates, evaluated before training and after each
         "ppo_multiunroll": ("--preset", "cpu", "--total-timesteps", "4096", "--num-envs", "16", "--unroll-length",
                             "16", "--batch-size", "16", "--num-minibatches", "4", "--num-updates-per-batch", "1",
-                            "--eval-interval", "2", "--episode-length", "100",
+                            "--num-evals", "3", "--episode-length", "100",
                             "--checkpoint-interval", "0"),
         "*": ("--total-timesteps", "4096"),
     },
@@ -111,7 +112,10 @@ PRESET_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
     "paper": {
         "ppo_continuous": _CLEANRL_PAPER,
         "ppo_tanh": _CLEANRL_PAPER,
-        "ppo_multiunroll": ("--preset", "official", "--total-timesteps", "100000000"),
+        # Brax's schedule rounds the budget up to whole epochs: 17 eval epochs x 6 training epochs (resets after
+        # each, as the official DM Control config) x 1 update of 983,040 steps = 100.3M (10 evals, 10 resets: 176.9M)
+        "ppo_multiunroll": ("--preset", "official", "--total-timesteps", "100000000", "--num-evals", "18",
+                            "--num-resets-per-eval", "6"),
         "*": ("--total-timesteps", "100000000"),
     },
 }

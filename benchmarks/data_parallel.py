@@ -4,7 +4,9 @@
         --num-envs 64 --out docs/benchmarks/data_parallel
 
 Seeds are interleaved (single 1, ranks 1, single 2, ...), each run a fresh process; both sides get the trainer's
-defaults otherwise, so an update sees the same number of env steps (E envs x num_steps) on both sides. Writes
+defaults otherwise. ppo_continuous and ppo_tanh count --num-envs per rank, so each rank gets E/N and an update sees
+E x num_steps env steps on both sides; ppo_multiunroll counts --num-envs and --batch-size over all ranks (as Brax),
+so both sides get E and run the same schedule (updates, global batch, evaluation points). Writes
 OUT/results.json (every run's summary: eval history, SPS, world size) and OUT/table.md. Resumable: runs already in
 results.json are kept. On this 2-core CPU, ranks share the cores, so the bar is equal learning, not speed.
 """
@@ -26,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_one(trainer: str, env_id: str, seed: int, ranks: int, num_envs: int, extra: list[str], workdir: Path) -> dict:
     script = ROOT / "cleanrl_ppo" / f"{trainer}.py"
-    args = ["--env-id", env_id, "--seed", str(seed), "--num-envs", str(num_envs // ranks), "--runs-dir",
-            str(workdir), "--checkpoint-interval", "0", *extra]
+    per_rank = trainer != "ppo_multiunroll"  # ppo_multiunroll splits the global num_envs itself
+    args = ["--env-id", env_id, "--seed", str(seed), "--num-envs", str(num_envs // ranks if per_rank else num_envs),
+            "--runs-dir", str(workdir), "--checkpoint-interval", "0", *extra]
     if ranks > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks),
                str(script), *args, "--device", "cpu", "--torch-threads", "1"]
@@ -48,11 +51,11 @@ def table(results: dict, ranks: int) -> str:
         return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "-"
 
     final = lambda r: r["final_eval_return"]  # noqa: E731
+    trained_mean = lambda r: np.mean([e["return"] for e in r["eval_history"] if e["step"] > 0])  # noqa: E731
     lines = [f"| | 1 process x {results['num_envs']} envs | {ranks} ranks x {results['num_envs'] // ranks} envs |",
              "|-|-|-|",
              f"| final eval return | {stats('single', final)} | {stats('ranks', final)} |",
-             f"| mean eval return over the run | {stats('single', lambda r: np.mean([e['return'] for e in r['eval_history']]))}"
-             f" | {stats('ranks', lambda r: np.mean([e['return'] for e in r['eval_history']]))} |",
+             f"| mean eval return over the run | {stats('single', trained_mean)} | {stats('ranks', trained_mean)} |",
              f"| SPS (whole run) | {stats('single', lambda r: r['sps'])} | {stats('ranks', lambda r: r['sps'])} |",
              f"| env steps | {stats('single', lambda r: r['env_steps'])} | {stats('ranks', lambda r: r['env_steps'])} |"]
     per_seed = "; ".join(f"seed {a['seed']}: {a['final_eval_return']:.1f} vs {b['final_eval_return']:.1f}"

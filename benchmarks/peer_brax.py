@@ -1,13 +1,14 @@
 """Brax's own PPO (`brax.training.agents.ppo.train`) against cleanrl_ppo/ppo_multiunroll.py, side by side.
 
-    python benchmarks/peer_brax.py --env-id CartpoleBalance --preset cpu --seeds 5 --eval-every 16 --num-eval-envs 64 \
-        --trainer-arg=--torch-threads=2 --out docs/figures/peer_brax   # the README's figure and table
+    python benchmarks/peer_brax.py --env-id CartpoleBalance --preset cpu --seeds 5 --num-evals 6 --num-eval-envs 64 \
+        --trainer-arg=--torch-threads=2 --out docs/figures/peer_brax
 
 Same env (Playground, impl="jax"), same hyperparameters (ppo_multiunroll's resolved --preset, handed to both), same
 machine, same env steps; seeds interleaved (brax 1, ours 1, brax 2, ...), each run in its own subprocess (fresh JIT
-caches). Both evaluate the same way at the same env steps: deterministic policy, one full episode in each of
---num-eval-envs envs (Brax: `deterministic_eval=True` in its Evaluator; ours: the trainer's own evaluation). Eval points:
-every --eval-every updates (Brax: num_evals = updates / eval_every + 1, with its extra eval at step 0).
+caches). Both run Brax's schedule for the same num_timesteps, num_evals and num_resets_per_eval (ppo_multiunroll's
+brax_schedule is Brax's arithmetic), so they perform the same updates and evaluate at the same env steps, the same way:
+deterministic policy, one full episode in each of --num-eval-envs envs (Brax: `deterministic_eval=True` in its
+Evaluator; ours: the trainer's own evaluation).
 
 Episode starts: Brax's `wrap_for_brax_training` replays each env's first state at every episode end (its
 `full_reset=True` would zero the truncation flags Brax's GAE masks with), and the cpu preset forces no resets, so
@@ -57,14 +58,13 @@ def resolved_config(env_id: str, preset: str, total_timesteps: int | None, extra
     args, _ = experiment.resolve_args(experiment.parse_args(ppo.Args, argv))
     cfg = vars(args)
     cfg["full_reset"] = False  # as Brax's wrapper: episodes restart from each env's replayed first state
-    _, cfg["steps_per_update"] = ppo.rollout_shape(args.num_envs, args.batch_size, args.num_minibatches,
-                                                   args.unroll_length)
+    cfg["schedule"] = vars(ppo.brax_schedule(args))
     return cfg
 
 
 # --- the Brax worker (runs in its own subprocess) -------------------------------------------------------------------
 
-def brax_worker(cfg: dict, seed: int, eval_every: int, num_eval_envs: int, out: str) -> None:
+def brax_worker(cfg: dict, seed: int, num_eval_envs: int, out: str) -> None:
     import jax
     import jax.numpy as jnp
 
@@ -83,7 +83,6 @@ def brax_worker(cfg: dict, seed: int, eval_every: int, num_eval_envs: int, out: 
 
     start = time.time()
     env = load_env(cfg["env_id"], impl="jax")
-    updates = cfg["total_timesteps"] // cfg["steps_per_update"]
     history = []
 
     def progress(step, metrics):
@@ -97,24 +96,24 @@ def brax_worker(cfg: dict, seed: int, eval_every: int, num_eval_envs: int, out: 
                                         policy_hidden_layer_sizes=tuple(cfg["actor_hidden_sizes"]),
                                         value_hidden_layer_sizes=tuple(cfg["critic_hidden_sizes"]))
     ppo.train(environment=env, wrap_env_fn=wrapper.wrap_for_brax_training,
-              num_timesteps=updates * cfg["steps_per_update"], episode_length=cfg["episode_length"],
+              num_timesteps=cfg["total_timesteps"], episode_length=cfg["episode_length"],
               action_repeat=cfg["action_repeat"], num_envs=cfg["num_envs"], batch_size=cfg["batch_size"],
               num_minibatches=cfg["num_minibatches"], unroll_length=cfg["unroll_length"],
               num_updates_per_batch=cfg["num_updates_per_batch"], learning_rate=cfg["learning_rate"],
               entropy_cost=cfg["ent_coef"], discounting=cfg["gamma"], reward_scaling=cfg["reward_scaling"],
               gae_lambda=cfg["gae_lambda"], clipping_epsilon=cfg["clip_coef"],
               max_grad_norm=cfg["max_grad_norm"] or None, num_resets_per_eval=cfg["num_resets_per_eval"],
-              normalize_observations=True, num_evals=updates // eval_every + 1, num_eval_envs=num_eval_envs,
+              normalize_observations=True, num_evals=cfg["num_evals"], num_eval_envs=num_eval_envs,
               deterministic_eval=True, seed=seed, progress_fn=progress, network_factory=network_factory)
     Path(out).write_text(json.dumps({"eval_history": history, "env_steps": history[-1]["step"]}))
 
 
 # --- the driver -----------------------------------------------------------------------------------------------------
 
-def run_brax(cfg, seed, eval_every, num_eval_envs, workdir):
+def run_brax(cfg, seed, num_eval_envs, workdir):
     out = Path(workdir) / f"brax_{seed}.json"
     cmd = [sys.executable, __file__, "--worker-brax", json.dumps(cfg), "--seed-one", str(seed),
-           "--eval-every", str(eval_every), "--num-eval-envs", str(num_eval_envs), "--worker-out", str(out)]
+           "--num-eval-envs", str(num_eval_envs), "--worker-out", str(out)]
     t = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.time() - t
@@ -123,10 +122,10 @@ def run_brax(cfg, seed, eval_every, num_eval_envs, workdir):
             "train_sps": result["eval_history"][-1]["train_sps"]}
 
 
-def run_ours(cfg, seed, eval_every, num_eval_envs, workdir, extra, preload=None):
+def run_ours(cfg, seed, num_eval_envs, workdir, extra, preload=None):
     runs = Path(workdir) / f"ours_{seed}"
     cmd = [sys.executable, str(TRAINER), "--env-id", cfg["env_id"], "--preset", cfg["preset"], "--seed", str(seed),
-           "--total-timesteps", str(cfg["total_timesteps"]), "--eval-interval", str(eval_every),
+           "--total-timesteps", str(cfg["total_timesteps"]), "--num-evals", str(cfg["num_evals"]),
            "--num-eval-envs", str(num_eval_envs), "--checkpoint-interval", "0", "--runs-dir", str(runs),
            *([] if cfg["full_reset"] else ["--no-full-reset"]), *extra]
     t = time.time()
@@ -155,8 +154,8 @@ def report(results, cfg, out_dir):
     import numpy as np
 
     brax, ours = results["brax"], results["ours"]
-    steps = sorted({e["step"] for r in ours for e in r["eval_history"]} & {e["step"] for r in brax for e in
-                                                                          r["eval_history"]})
+    steps = sorted(({e["step"] for r in ours for e in r["eval_history"]} & {e["step"] for r in brax for e in
+                                                                           r["eval_history"]}) - {0})  # trained
     final, mid = steps[-1], steps[len(steps) // 2 - 1] if len(steps) > 1 else steps[-1]
     rows = ["| | Brax ppo.train | ppo_multiunroll | ours / Brax |", "|-|-|-|-|"]
     sps_b, sps_o = [r["sps"] for r in brax], [r["sps"] for r in ours]
@@ -212,7 +211,8 @@ def main(argv=None):
     parser.add_argument("--preset", choices=["official", "cpu"], default="cpu")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N, interleaved brax/ours")
     parser.add_argument("--total-timesteps", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--eval-every", type=int, default=4, help="updates between evaluations (both sides)")
+    parser.add_argument("--num-evals", type=int, default=None,
+                        help="Brax's num_evals for both sides (default: the preset's); see ppo_multiunroll --help")
     parser.add_argument("--num-eval-envs", type=int, default=128, help="episodes per evaluation (Brax's default)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "peer_brax"))
     parser.add_argument("--only", choices=["brax", "ours"], default=None, help="run one side only")
@@ -226,17 +226,12 @@ def main(argv=None):
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
     if a.worker_brax:
-        return brax_worker(json.loads(a.worker_brax), a.seed_one, a.eval_every, a.num_eval_envs, a.worker_out)
+        return brax_worker(json.loads(a.worker_brax), a.seed_one, a.num_eval_envs, a.worker_out)
 
     extra = [x for arg in a.trainer_arg for x in arg.split("=", 1)]
+    if a.num_evals is not None:
+        extra += ["--num-evals", str(a.num_evals)]
     cfg = resolved_config(a.env_id, a.preset, a.total_timesteps, extra)
-    updates = cfg["total_timesteps"] // cfg["steps_per_update"]
-    if updates % a.eval_every:
-        parser.error(f"--eval-every ({a.eval_every}) must divide the number of updates ({updates} = "
-                     f"{cfg['total_timesteps']} // {cfg['steps_per_update']}) so both sides evaluate at the same steps")
-    if cfg["num_resets_per_eval"] and a.eval_every % cfg["num_resets_per_eval"]:
-        parser.error("--eval-every must be a multiple of num_resets_per_eval so forced resets align")
-    cfg["total_timesteps"] = updates * cfg["steps_per_update"]
     from playground_gym import cpu_blas
 
     preload = cpu_blas.preload_path() if a.cpu_blas == "auto" else None  # host-side only: harmless on a GPU run
@@ -245,7 +240,7 @@ def main(argv=None):
     results_path = Path(a.out) / "results.json"
     results = {"config": cfg, "brax": [], "ours": [], "seeds": list(range(1, a.seeds + 1)),
                "machine": f"{os.cpu_count()} CPUs, {_cpu_model()}", "sps_definition": "env steps / whole-run wall time",
-               "evaluation": {"eval_every": a.eval_every, "num_eval_envs": a.num_eval_envs}}
+               "evaluation": {"num_evals": cfg["num_evals"], "num_eval_envs": a.num_eval_envs}}
     if results_path.exists():  # resume: runs already recorded under the same config are kept, not rerun
         previous = json.loads(results_path.read_text())
         mine = json.loads(json.dumps([cfg, results["evaluation"]]))  # as stored: tuples become lists
@@ -262,11 +257,10 @@ def main(argv=None):
         for seed in results["seeds"]:
             if a.only != "ours" and seed not in done["brax"]:
                 print(f"== brax seed {seed}", flush=True)
-                results["brax"].append({"seed": seed, **run_brax(cfg, seed, a.eval_every, a.num_eval_envs, workdir)})
+                results["brax"].append({"seed": seed, **run_brax(cfg, seed, a.num_eval_envs, workdir)})
             if a.only != "brax" and seed not in done["ours"]:
                 print(f"== ppo_multiunroll seed {seed}", flush=True)
-                results["ours"].append({"seed": seed, **run_ours(cfg, seed, a.eval_every, a.num_eval_envs, workdir,
-                                                                 extra,
+                results["ours"].append({"seed": seed, **run_ours(cfg, seed, a.num_eval_envs, workdir, extra,
                                                                  preload)})
             for side in ("brax", "ours"):
                 results[side].sort(key=lambda r: r["seed"])

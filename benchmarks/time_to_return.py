@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def first_reach(history: list[dict], threshold: float) -> dict | None:
-    return next((e for e in history if e["return"] >= threshold), None)
+    """The first evaluation after training began (step > 0: ppo_multiunroll also evaluates the initial policy)
+    whose return reaches ``threshold``."""
+    return next((e for e in history if e["step"] > 0 and e["return"] >= threshold), None)
 
 
 def run_one(trainer: str, env_id: str, seed: int, runs_dir: Path, extra: list[str]) -> dict:

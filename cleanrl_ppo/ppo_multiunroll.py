@@ -1,17 +1,13 @@
-# PPO with Brax's `ppo.train` schedule on MuJoCo Playground, CleanRL single-file style: ppo_tanh.py (Brax's tanh-Normal
-# policy and DM Control networks) with the data collection and consumption of brax.training.agents.ppo.train. Per update:
-# batch_size * num_minibatches // num_envs sequential unrolls of unroll_length steps (env state carried across them),
-# kept as batch_size * num_minibatches segments of unroll_length steps; the observation normaliser is updated once from
-# all collected observations before SGD; num_updates_per_batch epochs each shuffle the segments into num_minibatches
-# minibatches of batch_size segments, and inside each minibatch values and GAE are recomputed with the CURRENT critic
-# (Brax's compute_gae: a truncated step gets zero TD error and cuts the trace, so its reward and the terminal obs go
-# unused), rewards are multiplied by reward_scaling inside the loss, advantages normalised per minibatch, value loss
-# 0.25 * MSE unclipped; Adam (eps 1e-8), no grad clipping unless max_grad_norm is set; optional forced resets of all envs
-# (num_resets_per_eval). Defaults are the env's official Brax config (playground_gym.official_config); `--preset cpu`
-# scales it down for a small CPU. Known differences from Brax: env steps count agent decisions (Brax multiplies by
-# action_repeat), the observation normaliser clips at 10 std (Brax: no clip), entropy uses torch's random stream.
-# As in ppo_continuous.py: fresh initial states, no host sync in rollout or update, playground_gym.experiment for the
-# run plumbing.
+# PPO with Brax's `ppo.train` on MuJoCo Playground, CleanRL single-file style: ppo_tanh.py's tanh-Normal policy with
+# Brax's data collection, consumption and schedule. Per update: n_unrolls sequential unrolls of unroll_length steps of
+# every env, kept as batch_size * num_minibatches segments; the observation normaliser is updated once before SGD;
+# num_updates_per_batch epochs shuffle the segments into num_minibatches minibatches, each recomputing values and GAE
+# with the CURRENT critic (Brax's compute_gae: a truncated step gets zero TD error and cuts the trace); reward_scaling
+# inside the loss, advantages normalised per minibatch, value loss 0.25 * MSE unclipped, Adam (eps 1e-8). The number of
+# updates, forced resets, evaluation points and env-step count (x action_repeat) are Brax's (brax_schedule); num_envs
+# and batch_size are global, split across torchrun ranks as Brax's pmap splits them. Defaults: the env's official Brax
+# config (playground_gym.official_config); `--preset cpu` scales it down. Known differences from Brax: the normaliser
+# clips at 10 std, entropy uses torch's random stream. No host sync in rollout or update.
 import math
 import os
 import time
@@ -41,17 +37,21 @@ class Args(ExperimentArgs):
     preset: Literal["official", "cpu"] = "official"
     """official: None values take the env's official Brax config; cpu: CPU_PRESET, a 2-core CPU's scale of it"""
     total_timesteps: int | None = None
-    """total env steps (agent decisions summed over envs) of the run; None = official `num_timesteps` or the preset's"""
+    """Brax's num_timesteps: env steps (x action_repeat, all envs), rounded up to whole epochs; None = official"""
+    num_evals: int | None = None
+    """Brax's num_evals: one evaluation before training (if > 1), one after each of num_evals - 1 eval epochs"""
+    eval_interval: int | None = None
+    """evaluate every this many updates instead (0 = only after the last); None = Brax's points (see --num-evals)"""
     learning_rate: float | None = None
     """Adam's learning rate (None = official `learning_rate`, 1e-3 on DM Control)"""
     anneal_lr: bool = False
     """anneal the learning rate linearly to 0 (Brax's default schedule is constant)"""
     num_envs: int | None = None
-    """the number of parallel envs (None = official `num_envs`)"""
+    """the number of parallel envs of all ranks together (None = official `num_envs`)"""
     unroll_length: int | None = None
     """steps per unroll, the length of a segment (None = official `unroll_length`, 30 on DM Control)"""
     batch_size: int | None = None
-    """segments per minibatch (None = official `batch_size`); an update collects batch_size * num_minibatches segments"""
+    """segments per minibatch, all ranks together (None = official `batch_size`)"""
     num_minibatches: int | None = None
     """minibatches (SGD steps) per epoch (None = official `num_minibatches`)"""
     num_updates_per_batch: int | None = None
@@ -63,7 +63,7 @@ class Args(ExperimentArgs):
     reward_scaling: float | None = None
     """multiplies rewards inside the loss (episodic returns are logged unscaled); None = official, 10 on DM Control"""
     num_resets_per_eval: int | None = None
-    """force-reset all envs this many times per --eval-interval updates, as Brax does (0 = never); None = official"""
+    """Brax's: training epochs per eval epoch, all envs reset after each (0 = one, no resets); None = official"""
     norm_obs: bool = True
     """normalise observations with a running mean/std updated once per update before SGD (saved with the model)"""
     norm_adv: bool = True
@@ -89,7 +89,7 @@ class Args(ExperimentArgs):
 
     per_env_defaults: ClassVar[dict[str, str]] = {
         **ExperimentArgs.per_env_defaults, "gamma": "discounting", "total_timesteps": "num_timesteps",
-        "learning_rate": "learning_rate", "num_envs": "num_envs", "unroll_length": "unroll_length",
+        "num_evals": "num_evals", "learning_rate": "learning_rate", "num_envs": "num_envs", "unroll_length": "unroll_length",
         "batch_size": "batch_size", "num_minibatches": "num_minibatches",
         "num_updates_per_batch": "num_updates_per_batch", "gae_lambda": "gae_lambda",
         "reward_scaling": "reward_scaling", "num_resets_per_eval": "num_resets_per_eval",
@@ -98,21 +98,19 @@ class Args(ExperimentArgs):
     }
     # --preset cpu: Brax's schedule at a 2-core CPU's scale (README, "ppo_multiunroll"): 64 envs x 8 unrolls x 32 steps =
     # 16384 steps per update, 8 minibatches of 64 segments x 10 epochs (~5 SGD steps per 1k env steps, as CleanRL's
-    # defaults), reward_scaling 0.1 so the 5x256 critic's targets are O(10), no forced resets
+    # defaults), reward_scaling 0.1 so the 5x256 critic's targets are O(10), no forced resets; 80 updates (at
+    # action_repeat 1), evaluated before training and every 5
     presets: ClassVar[dict[str, dict]] = {"official": {}, "cpu": {
         "num_envs": 64, "unroll_length": 32, "batch_size": 64, "num_minibatches": 8, "num_updates_per_batch": 10,
-        "reward_scaling": 0.1, "total_timesteps": 1_310_720, "num_resets_per_eval": 0}}
+        "reward_scaling": 0.1, "total_timesteps": 1_310_720, "num_resets_per_eval": 0, "num_evals": 17}}
 
     def checks(self):
         for field in ["total_timesteps", "num_envs", "unroll_length", "batch_size", "num_minibatches",
-                      "num_updates_per_batch"]:
+                      "num_updates_per_batch", "num_evals", "action_repeat"]:
             if getattr(self, field) <= 0:
                 raise CLIError(f"--{field.replace('_', '-')} must be > 0; got {getattr(self, field)}")
-        _, steps_per_update = rollout_shape(self.num_envs, self.batch_size, self.num_minibatches, self.unroll_length)
+        brax_schedule(self)  # raises where the shapes do not divide
         return [
-            (self.total_timesteps >= steps_per_update,
-             f"--total-timesteps ({self.total_timesteps}) must be >= one update, --batch-size * --num-minibatches * "
-             f"--unroll-length ({steps_per_update})"),
             (0.0 < self.gamma <= 1.0, f"--gamma must be in (0, 1]; got {self.gamma}"),
             (0.0 <= self.gae_lambda <= 1.0, f"--gae-lambda must be in [0, 1]; got {self.gae_lambda}"),
             (self.learning_rate > 0, f"--learning-rate must be > 0; got {self.learning_rate}"),
@@ -127,23 +125,34 @@ class Args(ExperimentArgs):
 CPU_PRESET = Args.presets["cpu"]
 
 
-def rollout_shape(num_envs: int, batch_size: int, num_minibatches: int, unroll_length: int) -> tuple[int, int]:
-    """(unrolls per update, env steps per update) of Brax's schedule: batch_size * num_minibatches segments of
-    unroll_length steps, collected by num_envs envs in sequential unrolls. Raises CLIError if they do not divide."""
-    segments = batch_size * num_minibatches
-    if segments % num_envs:
-        raise CLIError(f"--batch-size * --num-minibatches ({batch_size} * {num_minibatches} = {segments} segments per "
-                       f"update) must be divisible by --num-envs ({num_envs}): each unroll gives one segment per env")
-    return segments // num_envs, segments * unroll_length
+def brax_schedule(args, world_size=1):
+    """Brax's ppo.train schedule (brax/training/agents/ppo/train.py) for `args` on `world_size` ranks: an update is
+    n_unrolls unrolls of every env; num_envs and batch_size are global (local_envs, local_segments per rank);
+    steps_per_update counts all ranks' env steps x action_repeat. max(num_evals - 1, 1) eval epochs of
+    max(num_resets_per_eval, 1) training epochs of updates_per_epoch updates; all envs reset after every training
+    epoch if num_resets_per_eval > 0; evaluations after every eval epoch and (num_evals > 1) before training."""
+    segments = args.batch_size * args.num_minibatches
+    if segments % args.num_envs:
+        raise CLIError(f"--batch-size * --num-minibatches ({args.batch_size} * {args.num_minibatches} = {segments} "
+                       f"segments per update) must be divisible by --num-envs ({args.num_envs}): each unroll gives one "
+                       f"segment per env")
+    if args.num_envs % world_size or args.batch_size % world_size:
+        raise CLIError(f"--num-envs ({args.num_envs}) and --batch-size ({args.batch_size}) count all ranks together: "
+                       f"both must be divisible by the number of ranks ({world_size})")
+    steps_per_update = segments * args.unroll_length * args.action_repeat
+    eval_epochs, epochs_per_eval = max(args.num_evals - 1, 1), max(args.num_resets_per_eval, 1)
+    per_epoch = math.ceil(args.total_timesteps / (eval_epochs * steps_per_update * epochs_per_eval))
+    return SimpleNamespace(num_updates=eval_epochs * epochs_per_eval * per_epoch, updates_per_epoch=per_epoch,
+                           reset_every=per_epoch if args.num_resets_per_eval > 0 else 0,
+                           eval_every=epochs_per_eval * per_epoch, eval_at_start=args.num_evals > 1,
+                           n_unrolls=segments // args.num_envs, local_envs=args.num_envs // world_size,
+                           local_segments=segments // world_size, steps_per_update=steps_per_update)
 
 
 def compute_gae(truncation, termination, rewards, values, bootstrap_value, gae_lambda=1.0, gamma=0.99):
-    """brax.training.agents.ppo.losses.compute_gae in torch: time-major (T, B) inputs, bootstrap_value (B,).
-
-    `values[t]` = V(obs[t]); `bootstrap_value` = V(obs after the last step). A truncated step gets zero TD error and
-    cuts the trace (its reward and terminal obs go unused; the step before it bootstraps from V(obs[t])); termination
-    zeroes the bootstrap. Returns (vs, advantages), both (T, B) and detached: vs are the value targets, advantages
-    `(r + gamma * (1 - term) * vs[t+1] - v[t]) * (1 - trunc)`."""
+    """brax.training.agents.ppo.losses.compute_gae in torch: time-major (T, B) inputs, bootstrap_value (B,) = V(obs
+    after the last step). A truncated step gets zero TD error and cuts the trace; termination zeroes the bootstrap.
+    Returns detached (vs, advantages): targets, and `(r + gamma * (1 - term) * vs[t+1] - v[t]) * (1 - trunc)`."""
     values, bootstrap_value = values.detach(), bootstrap_value.detach()
     truncation_mask, not_term = 1.0 - truncation.to(values.dtype), 1.0 - termination.to(values.dtype)
     values_t_plus_1 = torch.cat([values[1:], bootstrap_value[None]], 0)
@@ -186,12 +195,9 @@ def tanh_log_det_jacobian(x):
 
 
 class NormalTanh:
-    """Brax's NormalTanhDistribution: x ~ N(loc, softplus(raw_scale) + min_std), action = tanh(x).
-
-    Works on PRE-tanh samples: `sample()` returns (action, pre_tanh), `log_prob(pre_tanh)` is the log-density of the
-    action tanh(pre_tanh) (Normal log-prob minus the log-det-Jacobian, summed over the last axis), so no atanh is ever
-    taken. `entropy()` is Brax's one-sample estimate: Normal entropy plus the log-det-Jacobian at a fresh
-    (reparametrised) sample."""
+    """Brax's NormalTanhDistribution: x ~ N(loc, softplus(raw_scale) + min_std), action = tanh(x). Works on PRE-tanh
+    samples (`sample()` gives (action, pre_tanh); `log_prob(pre_tanh)`), so no atanh is ever taken; `entropy()` is
+    Brax's one-sample estimate (Normal entropy plus the log-det-Jacobian at a fresh reparametrised sample)."""
 
     def __init__(self, loc, raw_scale, min_std=0.001):
         self.normal = Normal(loc, F.softplus(raw_scale) + min_std, validate_args=False)  # checks: a GPU host sync
@@ -264,7 +270,7 @@ def ppo_loss(agent, s, mb, args):
     T, _, obs_dim = s.obs.shape
     mb_obs = s.obs[:, mb]
     values = agent.get_value(torch.cat([mb_obs.reshape(-1, obs_dim), s.boot_obs[mb]]))
-    newvalue, bootstrap = values[:-args.batch_size].view(T, -1), values[-args.batch_size:]
+    newvalue, bootstrap = values[:-len(mb)].view(T, -1), values[-len(mb):]
     vs, mb_adv = compute_gae(s.truncations[:, mb], s.terminations[:, mb], s.rewards[:, mb], newvalue, bootstrap,
                              args.gae_lambda, args.gamma)
     dist = agent.get_distribution(mb_obs)
@@ -292,7 +298,7 @@ def update(agent, optimizer, s, args, nonfinite_updates, loss_fn=ppo_loss):
     n_segments = s.obs.shape[1]
     clipfracs = []
     for epoch in range(args.num_updates_per_batch):
-        for mb in torch.randperm(n_segments, device=s.obs.device).view(args.num_minibatches, args.batch_size):
+        for mb in torch.randperm(n_segments, device=s.obs.device).view(args.num_minibatches, -1):
             loss, stats = loss_fn(agent, s, mb, args)
             clipfracs.append(stats[4])
             optimizer.zero_grad()
@@ -315,17 +321,18 @@ def update(agent, optimizer, s, args, nonfinite_updates, loss_fn=ppo_loss):
 def main(argv=None, start_time=None):
     run = Experiment(Args, argv, start_time)
     args = run.args
-    n_unrolls, steps_per_update = rollout_shape(args.num_envs, args.batch_size, args.num_minibatches,
-                                                args.unroll_length)
-    n_segments, T = args.batch_size * args.num_minibatches, args.unroll_length
-    num_iterations = args.total_timesteps // (steps_per_update * run.world.size)  # steps of all ranks
-    eval_every = args.eval_interval or num_iterations  # Brax resets num_resets_per_eval times between evaluations
-    reset_every = max(1, eval_every // args.num_resets_per_eval) if args.num_resets_per_eval else 0
-    print(f"update: {n_unrolls} unrolls x {args.num_envs} envs x {T} steps = {steps_per_update} steps in {n_segments} "
-          f"segments; {num_iterations} updates of {args.num_updates_per_batch} epochs x {args.num_minibatches} "
-          f"minibatches of {args.batch_size} segments; forced resets every {reset_every or 'no'} updates")
+    sched = brax_schedule(args, run.world.size)  # this rank's share of Brax's global batch
+    n_unrolls, T, num_envs, n_segments = sched.n_unrolls, args.unroll_length, sched.local_envs, sched.local_segments
+    eval_every = sched.eval_every if args.eval_interval is None else args.eval_interval
+    if run.world.is_main:
+        print(f"update: {n_unrolls} unrolls x {args.num_envs} envs x {T} steps x action_repeat {args.action_repeat} = "
+              f"{sched.steps_per_update} env steps in {args.batch_size * args.num_minibatches} segments; "
+              f"{sched.num_updates} updates of {args.num_updates_per_batch} epochs x {args.num_minibatches} minibatches "
+              f"of {args.batch_size} segments; forced resets every {sched.reset_every or 'no'} updates; evaluations "
+              f"every {eval_every or 'no'} updates{' and before training' if sched.eval_at_start else ''}")
+    run.check_schedule(sched.num_updates, sched.steps_per_update, {**vars(sched), "eval_every": eval_every})
 
-    envs = run.make_envs(args.num_envs)
+    envs = run.make_envs(num_envs)
     device = envs.device
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args.actor_hidden_sizes, args.critic_hidden_sizes, args.activation, args.init,
@@ -340,12 +347,12 @@ def main(argv=None, start_time=None):
 
     # ALGO Logic: Storage setup (once, on the envs' device): [unroll, step, env], raw (unnormalised) observations
     def zeros(*shape):
-        return torch.zeros((n_unrolls, T, args.num_envs, *shape), device=device)
+        return torch.zeros((n_unrolls, T, num_envs, *shape), device=device)
 
     storage = SimpleNamespace(obs=zeros(obs_dim), actions=zeros(act_dim), actor_outs=zeros(2 * act_dim),
                               rewards=zeros(), terminations=zeros(), truncations=zeros(),  # actions: PRE-tanh
-                              boot_obs=torch.zeros((n_unrolls, args.num_envs, obs_dim), device=device),
-                              episodes=torch.zeros((3, n_unrolls, T, args.num_envs), device=device))  # ended, r, l
+                              boot_obs=torch.zeros((n_unrolls, num_envs, obs_dim), device=device),
+                              episodes=torch.zeros((3, n_unrolls, T, num_envs), device=device))  # ended, r, l
 
     def segments(x):  # [unroll, step, env, ...] -> time-major segments [step, unroll * num_envs, ...]
         return x.transpose(0, 1).reshape(T, n_segments, *x.shape[3:])
@@ -354,7 +361,10 @@ def main(argv=None, start_time=None):
     policy, loss_fn = run.compile(agent.get_action), run.compile(ppo_loss)
 
     next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms)
-    for iteration in run.iterations(num_iterations):
+    iterations = run.iterations(sched.num_updates, eval_every, steps_per_agent_step=args.action_repeat)
+    if sched.eval_at_start:
+        run.evaluate_initial_policy(act)  # Brax evaluates the initial policy at step 0
+    for iteration in iterations:
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = run.lr_fraction(iteration) * args.learning_rate
 
@@ -377,12 +387,12 @@ def main(argv=None, start_time=None):
 
         # ALGO LOGIC: optimizing the policy and value network, GAE per minibatch with the current critic
         metrics = update(agent, optimizer, s, args, run.nonfinite_updates, loss_fn)
-        if reset_every and iteration % reset_every == 0:  # Brax's forced resets (episodes in progress are dropped)
+        if sched.reset_every and iteration % sched.reset_every == 0:  # Brax's forced resets after each training epoch
             next_obs, _ = envs.reset(seed=run.rank_seed("forced reset", iteration))
 
         # TRY NOT TO MODIFY: evaluation, logging (values leave the device only here, once), checkpoints
         metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
-        run.end_iteration(iteration, steps_per_update, next_obs, metrics, act)
+        run.end_iteration(iteration, sched.steps_per_update // run.world.size, next_obs, metrics, act)
     return run.finish(act, model=("agent", "obs_rms"))
 
 

@@ -59,7 +59,7 @@ from playground_gym.baselines import random_policy_return
 __all__ = ["CLIError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
            "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream
 
 
 class CLIError(Exception):
@@ -131,7 +131,8 @@ class ExperimentArgs:
              f"episode_length >= action_repeat"),
             (self.num_eval_envs is None or self.num_eval_envs > 0,
              f"--num-eval-envs must be > 0; got {self.num_eval_envs}"),
-            (min(self.eval_interval, self.checkpoint_interval) >= 0 and self.log_interval > 0,
+            ((self.eval_interval is None or self.eval_interval >= 0) and self.checkpoint_interval >= 0
+             and self.log_interval > 0,
              "--eval-interval and --checkpoint-interval must be >= 0, --log-interval > 0"),
             (self.seed >= 0, f"--seed must be >= 0; got {self.seed}"),
             (self.dist_timeout > 0, f"--dist-timeout must be > 0; got {self.dist_timeout}"),
@@ -251,8 +252,10 @@ class RunningMeanStd(nn.Module):
 
 
 def scores(eval_history: list[dict[str, Any]], baseline: float | None) -> dict[str, float | None]:
-    """DESIGN.md's benchmark scores over the evaluation checkpoints (eval returns)."""
-    returns = [e["return"] for e in eval_history]
+    """The benchmark scores of ``summary.json`` (README, "Benchmark campaigns") over the evaluation checkpoints
+    after training began: an evaluation of the initial policy at step 0 (ppo_multiunroll's, as Brax's) is left out,
+    so the scores of trainers with and without one compare."""
+    returns = [e["return"] for e in eval_history if e["step"] > 0]
     if not returns:
         return {"strength": None, "final_strength": None, "total_reward_ma": None}
     return {
@@ -293,16 +296,24 @@ Act = Callable[[torch.Tensor, bool], torch.Tensor]  # act(raw_obs, deterministic
 
 @torch.no_grad()
 def evaluate(act: Act, eval_envs: Any, seed: int, stochastic: bool = False) -> float:
-    """One full episode in each eval env (all start together, so all end within max_episode_steps); mean return."""
-    obs, _ = eval_envs.reset(seed=seed)
-    returns = torch.zeros(eval_envs.num_envs, device=eval_envs.device)
-    finished = torch.zeros(eval_envs.num_envs, dtype=torch.bool, device=eval_envs.device)
-    for _ in range(eval_envs.max_episode_steps):
-        obs, _, _, _, info = eval_envs.step(act(obs, not stochastic))
-        first = info["_episode"] & ~finished
-        returns = torch.where(first, info["episode"]["r"], returns)
-        finished |= first
-    return returns.mean().item()
+    """One full episode in each eval env (all start together, so all end within max_episode_steps); mean return.
+
+    Sampled actions (``stochastic``) draw from torch's generators seeded by ``seed`` inside a fork of the global RNG
+    state, which is restored afterwards: a training run is the same whether or not, and how often, it evaluates.
+    """
+    device = eval_envs.device
+    cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        obs, _ = eval_envs.reset(seed=seed)
+        returns = torch.zeros(eval_envs.num_envs, device=device)
+        finished = torch.zeros(eval_envs.num_envs, dtype=torch.bool, device=device)
+        for _ in range(eval_envs.max_episode_steps):
+            obs, _, _, _, info = eval_envs.step(act(obs, not stochastic))
+            first = info["_episode"] & ~finished
+            returns = torch.where(first, info["episode"]["r"], returns)
+            finished |= first
+        return returns.mean().item()
 
 
 @torch.no_grad()
@@ -431,6 +442,7 @@ class Experiment:
             except ValueError as e:
                 raise CLIError(str(e)) from None
             distributed.init_world(self.device_spec, args.dist_timeout, world)
+            self._check_same_args()
             shared = [self.run_dir]
             torch.distributed.broadcast_object_list(shared, src=0)  # rank 0's folder (its clock names it)
             self.run_dir = shared[0]
@@ -463,6 +475,17 @@ class Experiment:
         self._networks: list[nn.Module] = []
         self.replica_checks: list[dict[str, Any]] = []
 
+    def _check_same_args(self) -> None:
+        """torchrun: every rank must run with the same flags (one collective, before anything rank-dependent);
+        ranks that differ would run different schedules and fail later with an unrelated message, or hang."""
+        mine = json.loads(json.dumps(asdict(self.args), default=str))
+        every: list[Any] = [None] * self.world.size
+        torch.distributed.all_gather_object(every, mine)
+        differ = sorted(k for k in mine if len({json.dumps(rank.get(k)) for rank in every}) > 1)
+        if differ:
+            raise CLIError("the ranks were launched with different flags (launch every rank with the same ones): " +
+                           "; ".join(f"{k}: {[rank.get(k) for rank in every]} (rank 0, 1, ...)" for k in differ))
+
     # -- envs and start ---------------------------------------------------------------------------------------------
 
     def make_envs(self, num_envs: int, **env_kwargs: Any) -> Any:
@@ -479,8 +502,8 @@ class Experiment:
             self.envs = playground_gym.make_vec(args.env_id, num_envs, seed=self.rank_seed("train"), **kwargs)
             self.eval_envs = playground_gym.make_vec(args.env_id, num_eval_envs, seed=derive_seed(args.seed, "eval"),
                                                      **kwargs)
-        except (ValueError, TypeError, KeyError) as e:
-            raise CLIError(str(e)) from None
+        except (ValueError, TypeError, KeyError, playground_gym.MenagerieUnavailableError) as e:
+            raise CLIError(str(e)) from None  # bad input or missing robot assets: one line, not a traceback
         self.device = self.envs.device
         if self.device.type == "cpu" and self.world.is_main and (reason := cpu_blas.slow_mkl_reason()):
             print(f"note: {reason}")
@@ -568,11 +591,45 @@ class Experiment:
         distributed.check_replicated(networks, "resume")
         return own["next_obs"].to(self.device)
 
-    def iterations(self, num_iterations: int) -> Iterator[int]:
-        """The updates still to run, 1-based; a progress bar follows ``global_step``."""
+    def check_schedule(self, num_iterations: int, steps_per_update: int,
+                       schedule: Mapping[str, Any] | None = None) -> None:
+        """Check a trainer's schedule before it starts: at least one update of ``steps_per_update`` env steps (of all
+        ranks together), and under torchrun the same schedule on every rank (one collective), since ranks that run
+        different numbers of collectives fail later with an unrelated message, or hang.
+
+        ``schedule``: what else must agree (shapes, reset and evaluation periods), as name -> value.
+
+        Raises:
+            CLIError: fewer than one update, or the ranks disagree (every rank raises it).
+        """
+        args = self.args
+        mine = {"total_timesteps": args.total_timesteps, "num_iterations": num_iterations,
+                "steps_per_update": steps_per_update, **(schedule or {})}
+        if self.world.active:
+            every = [None] * self.world.size
+            torch.distributed.all_gather_object(every, mine)
+            differ = sorted(k for k in mine if len({repr(rank.get(k)) for rank in every}) > 1)
+            if differ:
+                raise CLIError("the ranks disagree on the schedule (launch every rank with the same flags): " +
+                               "; ".join(f"{k}: {[rank.get(k) for rank in every]} (rank 0, 1, ...)" for k in differ))
+        if num_iterations < 1:
+            ranks = f" of all {self.world.size} ranks" if self.world.active else ""
+            raise CLIError(f"--total-timesteps ({args.total_timesteps}) must be >= one update{ranks} "
+                           f"({steps_per_update} env steps); got 0 updates")
+
+    def iterations(self, num_iterations: int, eval_interval: int | None = None,
+                   steps_per_agent_step: int = 1) -> Iterator[int]:
+        """The updates still to run, 1-based; a progress bar follows ``global_step``.
+
+        ``eval_interval``: evaluate every this many updates (and after the last; 0 = only then); ``None`` = the
+        ``--eval-interval`` flag. ``steps_per_agent_step``: what one agent step adds to ``global_step`` (1, or
+        ``action_repeat`` for a trainer that counts control steps as Brax does); ``summary.json`` records both counts.
+        """
         from tqdm import tqdm
 
         self.num_iterations = num_iterations
+        self.eval_interval = self.args.eval_interval if eval_interval is None else eval_interval
+        self.steps_per_agent_step = steps_per_agent_step
         if self.lr_segment is None:
             self.lr_segment = (0, 1.0, num_iterations)
         elif self.extended_from is not None and self.lr_segment[2] != num_iterations:
@@ -598,18 +655,31 @@ class Experiment:
         args = self.args
         self.global_step += steps * self.world.size
         last = iteration == self.num_iterations
-        if ((args.eval_interval and iteration % args.eval_interval == 0) or last) and self.world.is_main:
-            eval_return = evaluate(act, self.eval_envs, derive_seed(args.seed, "eval", iteration), args.eval_stochastic)
-            wall = self.wall_time()
-            self.eval_history.append({"step": self.global_step, "wall_time": round(wall, 2), "return": eval_return})
-            self.writer.add_scalar("eval/episodic_return", eval_return, self.global_step)
-            if not self.progress.disable:
-                self.progress.write(f"step {self.global_step}: eval return {eval_return:.1f} ({wall:.0f} s)")
+        if (self.eval_interval and iteration % self.eval_interval == 0) or last:
+            self._evaluate(act, iteration)
         if iteration % args.log_interval == 0 or last:
             self._log(metrics)
         if (args.checkpoint_interval and iteration % args.checkpoint_interval == 0) or (last and (
                 args.checkpoint_interval or args.save_model)):
             self._checkpoint(iteration, next_obs)
+
+    def evaluate_initial_policy(self, act: Act) -> None:
+        """Evaluate the policy before its first update, at step 0 (as Brax's ``ppo.train`` does when num_evals > 1);
+        nothing when resuming. Call after :meth:`iterations`. The benchmark scores leave this evaluation out."""
+        if self.resumed is None:
+            self._evaluate(act, 0)
+
+    def _evaluate(self, act: Act, iteration: int) -> None:
+        """Rank 0: one evaluation of ``act`` (seeded by ``iteration``) into the history and TensorBoard."""
+        if not self.world.is_main:
+            return
+        args = self.args
+        eval_return = evaluate(act, self.eval_envs, derive_seed(args.seed, "eval", iteration), args.eval_stochastic)
+        wall = self.wall_time()
+        self.eval_history.append({"step": self.global_step, "wall_time": round(wall, 2), "return": eval_return})
+        self.writer.add_scalar("eval/episodic_return", eval_return, self.global_step)
+        if not self.progress.disable:
+            self.progress.write(f"step {self.global_step}: eval return {eval_return:.1f} ({wall:.0f} s)")
 
     def _log(self, metrics: Mapping[str, Any]) -> None:
         tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
@@ -694,6 +764,8 @@ class Experiment:
         wall_time = self.wall_time()
         summary = {
             "env_id": args.env_id, "exp_name": args.exp_name, "seed": args.seed, "env_steps": self.global_step,
+            "agent_steps": self.global_step // self.steps_per_agent_step,
+            "steps_per_agent_step": self.steps_per_agent_step,  # env_steps, eval steps and SPS count in these units
             "wall_time_s": round(wall_time, 2), "sps": int(self.global_step / wall_time),
             "final_eval_return": self.eval_history[-1]["return"] if self.eval_history else None,
             **scores(self.eval_history, self.baseline), "random_policy_return": self.baseline,

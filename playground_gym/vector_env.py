@@ -176,7 +176,7 @@ _SHARED_LIMIT = 8
 class PlaygroundVectorEnv(VectorEnv):
     """Every env of a MuJoCo Playground task, batched on one device, as a Gymnasium ``VectorEnv``.
 
-    Semantics (see DESIGN.md): same-step autoreset; ``terminated`` (the task ended, or the physics went
+    Semantics (README, "Semantics"): same-step autoreset; ``terminated`` (the task ended, or the physics went
     non-finite) and ``truncated`` (time limit) are never both set; ``info["final_obs"]`` holds the true
     terminal observation where an env finished; ``info["episode"]`` the unscaled return and length of
     the episodes that finished; ``info["nan_reset"]`` the envs reset because of non-finite physics or

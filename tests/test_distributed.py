@@ -21,11 +21,14 @@ from trainer_harness import TINY, TINY_MULTIUNROLL, TRAINERS, run_dirs
 TESTS = Path(__file__).parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 # Each rank: 8 envs on the CPU, one torch thread (2 ranks share the 2 cores); 4096 steps of both ranks together.
-RANK_FLAGS = ["--num-envs", "8", "--device", "cpu", "--torch-threads", "1", "--dist-timeout", "120"]
+# ppo_multiunroll's --num-envs and --batch-size count all ranks (as Brax's): its tiny flags (16 envs) as they are.
+RANK_FLAGS = ["--device", "cpu", "--torch-threads", "1", "--dist-timeout", "120"]
 
 
 def tiny_args(trainer: str) -> list[str]:
-    return [*(TINY_MULTIUNROLL if trainer == "ppo_multiunroll" else TINY), *RANK_FLAGS]
+    if trainer == "ppo_multiunroll":
+        return [*TINY_MULTIUNROLL, *RANK_FLAGS]
+    return [*TINY, "--num-envs", "8", *RANK_FLAGS]
 
 
 def torchrun(script: Path, args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -109,6 +112,36 @@ def test_each_trainer_runs_on_two_ranks(trainer, continuous_run, tmp_path):
     assert rank1["envs"]["seed"] != checkpoint["envs"]["seed"]  # each rank steps envs of its own seed
     assert not torch.equal(rank1["next_obs"], checkpoint["next_obs"])
     assert result.stdout.count("final eval return") == 1  # rank 0 evaluates and reports
+    if trainer == "ppo_multiunroll":  # the schedule of one process with the same flags (test_ppo_multiunroll)
+        assert ("2 unrolls x 16 envs x 16 steps x action_repeat 1 = 512 env steps in 32 segments; 8 updates of 2 "
+                "epochs x 4 minibatches of 8 segments") in result.stdout
+        assert [e["step"] for e in summary["eval_history"]] == [0, 1024, 2048, 3072, 4096]
+        assert rank1["envs"]["settings"]["num_envs"] == 8  # each rank steps half of the 16 envs
+
+
+RANK_DEPENDENT = """import os, runpy, sys
+if os.environ["RANK"] == "1":
+    sys.argv += {rank1_args!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("rank1_args, message", [
+    (["--total-timesteps", "8192"], "the ranks were launched with different flags (launch every rank with the same "
+                                    "ones): total_timesteps: [4096, 8192] (rank 0, 1, ...)"),
+    ([], "--total-timesteps (600) must be >= one update of all 2 ranks (1024 env steps); got 0 updates"),
+])
+def test_ranks_check_the_schedule_before_training(rank1_args, message, tmp_path):
+    """A manual launch whose ranks disagree stops at start with one message on every rank; so does a budget below one
+    update of all ranks (one rank's batch, 512 steps, passes the trainer's own check)."""
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(RANK_DEPENDENT.format(rank1_args=rank1_args, script=str(TRAINERS / "ppo_continuous.py")))
+    args = tiny_args("ppo_continuous") + ([] if rank1_args else ["--total-timesteps", "600"])
+    result = torchrun(launcher, [*args, "--runs-dir", "runs"], tmp_path, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count(message) == 2, result.stdout + result.stderr  # both ranks, one line each
+    assert "playground_gym/" not in result.stderr and "cleanrl_ppo/" not in result.stderr  # no trace of ours
+    assert not list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
 
 
 def test_a_distributed_run_killed_and_resumed_ends_as_the_uninterrupted_one(continuous_run, tmp_path):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from playground_gym import experiment
-from trainer_harness import load_trainer
+from trainer_harness import TINY, TRAINERS, load_trainer, tiny_run_in
 
 
 def test_derived_seeds_are_deterministic_distinct_and_in_range():
@@ -78,9 +83,11 @@ def test_anneal_schedule_is_cleanrls_and_extends_without_a_jump():
 
 
 def test_scores():
-    history = [{"step": i, "return": r} for i, r in enumerate([10.0, 20.0, 60.0])]
+    history = [{"step": i, "return": r} for i, r in enumerate([10.0, 20.0, 60.0], start=1)]
     assert experiment.scores(history, 5.0) == {"strength": 25.0, "final_strength": 55.0, "total_reward_ma": 30.0}
     assert experiment.scores(history, None)["strength"] is None
+    # an evaluation of the initial policy (step 0, as ppo_multiunroll's) is not part of the scores
+    assert experiment.scores([{"step": 0, "return": -500.0}, *history], 5.0) == experiment.scores(history, 5.0)
 
 
 def test_resume_rejects_old_or_missing_checkpoints(tmp_path):
@@ -89,7 +96,7 @@ def test_resume_rejects_old_or_missing_checkpoints(tmp_path):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path / "nothing.pt")])
     old = tmp_path / "checkpoint.pt"
     torch.save({"agent": {}, "global_step": 1024, "args": {}}, old)  # what the trainers wrote before format 2
-    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 2"):
+    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 3"):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path)])
 
 
@@ -100,3 +107,34 @@ def test_args_carry_per_env_defaults_and_checks():
     assert (args.num_envs, sources["num_envs"]) == (64, "preset 'cpu'")
     with pytest.raises(experiment.CLIError, match="--seed must be >= 0"):
         experiment.resolve_args(ppo.Args(seed=-1))
+
+
+def test_stochastic_evaluation_does_not_change_training(tmp_path):
+    """With --eval-stochastic, evaluation samples from its own seeded generator: the same run evaluated after every
+    update or only at the end trains to the same parameters, bit for bit, and its final evaluation is the same."""
+    script = TRAINERS / "ppo_continuous.py"
+    finals = []
+    for interval in ("1", "0"):
+        (tmp_path / f"every{interval}").mkdir()
+        _, run_dir, _ = tiny_run_in(script, [*TINY, "--eval-stochastic", "--eval-interval", interval,
+                                             "--checkpoint-interval", "0"], tmp_path / f"every{interval}")
+        finals.append((torch.load(run_dir / "ppo_continuous.cleanrl_model", weights_only=False),
+                       json.loads((run_dir / "summary.json").read_text())["eval_history"]))
+    (often, often_history), (once, once_history) = finals
+    assert len(often_history) == 4 and len(once_history) == 1
+    assert often_history[-1] == {**once_history[0], "wall_time": often_history[-1]["wall_time"]}
+    for part in ("agent", "obs_rms"):
+        for key, value in once[part].items():
+            assert torch.equal(often[part][key], value), (part, key)
+
+
+def test_a_robot_task_without_menagerie_is_one_line(tmp_path):
+    """No Menagerie for a robot task: exit 2 with the loader's one-line message, no traceback."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PLAYGROUND_GYM_MENAGERIE_PATH=str(tmp_path / "no_menagerie"))
+    result = subprocess.run([sys.executable, str(TRAINERS / "ppo_continuous.py"), "--env-id", "Go1JoystickFlatTerrain",
+                             "--num-envs", "4", "--total-timesteps", "2048", "--runs-dir", "runs"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ppo_continuous.py: error: mujoco_menagerie is required") and "no_menagerie" in line
+    assert "Traceback" not in result.stdout + result.stderr

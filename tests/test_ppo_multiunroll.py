@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -87,16 +88,117 @@ def test_compute_gae_has_no_gradient(ppo):
 
 # --- segment bookkeeping ----------------------------------------------------------------------------------------
 
+def shape_args(num_envs, batch_size, num_minibatches, unroll_length, action_repeat=1, total=10**6, evals=2, resets=0):
+    return SimpleNamespace(num_envs=num_envs, batch_size=batch_size, num_minibatches=num_minibatches,
+                           unroll_length=unroll_length, action_repeat=action_repeat, total_timesteps=total,
+                           num_evals=evals, num_resets_per_eval=resets)
+
+
 @pytest.mark.parametrize("num_envs, batch_size, num_minibatches, unroll_length, n_unrolls", [
     (2048, 1024, 32, 30, 16),  # Brax's official DM Control config: 983040 steps per update
     (128, 128, 8, 30, 8),
     (16, 8, 4, 16, 2),
     (4, 4, 1, 5, 1),
 ])
-def test_rollout_shape(ppo, num_envs, batch_size, num_minibatches, unroll_length, n_unrolls):
-    assert ppo.rollout_shape(num_envs, batch_size, num_minibatches, unroll_length) == (
-        n_unrolls, num_envs * unroll_length * n_unrolls)
-    assert num_envs * n_unrolls == batch_size * num_minibatches  # every segment is used, in num_minibatches batches
+def test_update_shape(ppo, num_envs, batch_size, num_minibatches, unroll_length, n_unrolls):
+    sched = ppo.brax_schedule(shape_args(num_envs, batch_size, num_minibatches, unroll_length))
+    assert (sched.n_unrolls, sched.local_envs) == (n_unrolls, num_envs)
+    assert sched.steps_per_update == num_envs * unroll_length * n_unrolls
+    assert num_envs * n_unrolls == batch_size * num_minibatches == sched.local_segments  # every segment used
+
+
+def test_update_shape_rejects_indivisible(ppo):
+    with pytest.raises(ppo.CLIError, match=r"\(6 \* 4 = 24 segments.*--num-envs \(16\)"):
+        ppo.brax_schedule(shape_args(16, 6, 4, 30))
+    with pytest.raises(ppo.CLIError, match=r"--num-envs \(16\) and --batch-size \(6\).*ranks \(4\)"):
+        ppo.brax_schedule(shape_args(16, 6, 8, 30), world_size=4)
+
+
+BRAX_SCHEDULE_SOURCE = [  # the lines of brax/training/agents/ppo/train.py that brax_reference_schedule transcribes
+    "env_step_per_training_step = ( batch_size * unroll_length * num_minibatches * action_repeat )",
+    "num_evals_after_init = max(num_evals - 1, 1)",
+    "num_training_steps_per_epoch = np.ceil( num_timesteps / ( num_evals_after_init * env_step_per_training_step * "
+    "max(num_resets_per_eval, 1) ) ).astype(int)",
+    "length=batch_size * num_minibatches // num_envs,",
+    "if process_id == 0 and num_evals > 1 and run_evals:",
+    "for it in range(num_evals_after_init):",
+    "for _ in range(max(num_resets_per_eval, 1)):",
+    "length=num_training_steps_per_epoch,",
+    "if num_resets_per_eval > 0: env_state = reset_fn(env_state, key_envs)",
+]
+
+
+def brax_reference_schedule(cfg):
+    """Brax 0.14.2's schedule for a config, transcribed line by line from ppo/train.py (checked by the next test):
+    (updates, updates between forced resets or 0, env steps of each evaluation)."""
+    env_step_per_training_step = cfg["batch_size"] * cfg["unroll_length"] * cfg["num_minibatches"] * \
+        cfg["action_repeat"]
+    num_evals_after_init = max(cfg["num_evals"] - 1, 1)
+    num_training_steps_per_epoch = int(np.ceil(cfg["num_timesteps"] / (
+        num_evals_after_init * env_step_per_training_step * max(cfg["num_resets_per_eval"], 1))).astype(int))
+    updates, eval_steps = 0, [0] if cfg["num_evals"] > 1 else []
+    for _ in range(num_evals_after_init):
+        for _ in range(max(cfg["num_resets_per_eval"], 1)):
+            updates += num_training_steps_per_epoch
+        eval_steps.append(updates * env_step_per_training_step)
+    return updates, num_training_steps_per_epoch if cfg["num_resets_per_eval"] > 0 else 0, eval_steps
+
+
+def test_brax_reference_schedule_is_brax_source():
+    import inspect
+    import re
+
+    from brax.training.agents.ppo import train as brax_train
+
+    source = re.sub(r"\s+", " ", re.sub(r"#[^\n]*", "", inspect.getsource(brax_train.train)))
+    source = source.replace("( ", "(").replace(" )", ")")
+    for line in BRAX_SCHEDULE_SOURCE:
+        assert line.replace("( ", "(").replace(" )", ")") in source, line
+
+
+def test_schedule_is_braxs_for_all_54_official_configs(ppo):
+    """ppo_multiunroll's defaults perform Brax's updates, forced resets and evaluation points for every env's official
+    config, in one process and split over 2 or 4 ranks (num_envs and batch_size are global, as in Brax)."""
+    import playground_gym
+
+    names = playground_gym.list_envs()
+    assert len(names) == 54
+    for name in names:
+        args, _ = experiment.resolve_args(ppo.Args(env_id=name))
+        cfg = playground_gym.official_config(name)
+        updates, reset_every, eval_steps = brax_reference_schedule(cfg)
+        sched = ppo.brax_schedule(args)
+        assert (sched.num_updates, sched.reset_every) == (updates, reset_every), name
+        assert sched.steps_per_update == cfg["batch_size"] * cfg["unroll_length"] * cfg["num_minibatches"] * \
+            cfg["action_repeat"], name
+        ours = [0] * sched.eval_at_start + [k * sched.steps_per_update
+                                            for k in range(sched.eval_every, sched.num_updates + 1, sched.eval_every)]
+        assert ours == eval_steps, name
+        for world in (2, 4):
+            split = ppo.brax_schedule(args, world)
+            assert split.local_envs * world == args.num_envs and split.local_segments * world == \
+                args.batch_size * args.num_minibatches, name
+            assert {k: v for k, v in vars(split).items() if not k.startswith("local")} == \
+                {k: v for k, v in vars(sched).items() if not k.startswith("local")}, name
+
+
+@pytest.mark.parametrize("env_id, updates, reset_every, eval_every", [
+    ("Go1JoystickFlatTerrain", 1260, 14, 140), ("T1JoystickFlatTerrain", 1235, 65, 65),
+    ("PandaRobotiqPushCube", 279, 31, 31), ("LeapCubeReorient", 627, 33, 33), ("CartpoleBalance", 90, 1, 10),
+    ("AcrobotSwingup", 180, 2, 20), ("AlohaSinglePegInsertion", 180, 2, 20),
+])
+def test_schedule_examples(ppo, env_id, updates, reset_every, eval_every):
+    sched = ppo.brax_schedule(experiment.resolve_args(ppo.Args(env_id=env_id))[0])
+    assert (sched.num_updates, sched.reset_every, sched.eval_every) == (updates, reset_every, eval_every)
+
+
+def test_cpu_preset_schedule(ppo):
+    """--preset cpu: 80 updates of 16384 steps, evaluated before training and every 5, no forced resets; with
+    PendulumSwingup's action_repeat 4 the same 1.31M env steps are 4x fewer agent steps (32 updates, every 2)."""
+    sched = ppo.brax_schedule(experiment.resolve_args(ppo.Args(preset="cpu"))[0])
+    assert (sched.num_updates, sched.steps_per_update, sched.eval_every, sched.reset_every) == (80, 16384, 5, 0)
+    sched = ppo.brax_schedule(experiment.resolve_args(ppo.Args(env_id="PendulumSwingup", preset="cpu"))[0])
+    assert (sched.num_updates, sched.steps_per_update, sched.eval_every) == (32, 65536, 2)
 
 
 @pytest.mark.parametrize("num_envs, act_dim", [(64, 1), (13, 6)])
@@ -120,11 +222,6 @@ def test_batched_behaviour_logprobs_equal_per_step(ppo, num_envs, act_dim):
     # and the evaluation's deterministic action is tanh(loc) of the same distribution
     loc = outs[..., :act_dim]
     assert torch.equal(agent.distribution(outs).mode(), torch.tanh(loc))
-
-
-def test_rollout_shape_rejects_indivisible(ppo):
-    with pytest.raises(ppo.CLIError, match=r"\(6 \* 4 = 24 segments.*--num-envs \(16\)"):
-        ppo.rollout_shape(16, 6, 4, 30)
 
 
 def test_defaults_are_official_and_cpu_preset(ppo):
@@ -157,7 +254,7 @@ def test_import_has_no_side_effects(tmp_path):
     (["--num-envs", "-4"], "--num-envs"),
     (["--env-id", "CartpoleBalanc"], "CartpoleBalance"),
     (["--num-envs", "96", "--batch-size", "10", "--num-minibatches", "4"], "divisible by --num-envs (96)"),
-    (["--preset", "cpu", "--total-timesteps", "1000"], "must be >= one update"),
+    (["--num-evals", "0"], "--num-evals must be > 0"),
     (["--num-resets-per-eval", "-1"], "--num-resets-per-eval"),
     (["--preset", "gpu"], "--preset"),
     (["--num-steps", "8"], "--num-steps"),
@@ -184,14 +281,16 @@ def test_tiny_run_writes_everything(tiny_run):
     assert run_dir.name.startswith("CartpoleBalance__ppo_multiunroll__3__")
     assert "gamma=0.995 (official_config['discounting'])" in result.stdout
     assert "reward_scaling=10.0 (official_config['reward_scaling'])" in result.stdout
-    assert f"2 unrolls x 16 envs x 16 steps = {TINY_STEPS_PER_UPDATE} steps in 32 segments" in result.stdout
+    assert (f"2 unrolls x 16 envs x 16 steps x action_repeat 1 = {TINY_STEPS_PER_UPDATE} env steps in 32 segments; 8 "
+            f"updates of 2 epochs x 4 minibatches of 8 segments; forced resets every no updates; evaluations every 2 "
+            f"updates and before training") in result.stdout
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "ppo_multiunroll.cleanrl_model").is_file()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert SUMMARY_FIELDS <= set(summary)
     updates = 4096 // TINY_STEPS_PER_UPDATE
-    assert summary["env_steps"] == updates * TINY_STEPS_PER_UPDATE == 4096 and len(summary["eval_history"]) == 4
-    assert [e["step"] for e in summary["eval_history"]] == [1024, 2048, 3072, 4096]
+    assert summary["env_steps"] == updates * TINY_STEPS_PER_UPDATE == 4096 and len(summary["eval_history"]) == 5
+    assert [e["step"] for e in summary["eval_history"]] == [0, 1024, 2048, 3072, 4096]  # Brax's points
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
     assert summary["nan_skipped_updates"] == 0 and summary["env_trace_counts"] == {"reset": 1, "step": 1}
     assert summary["args"]["actor_hidden_sizes"] == [32] * 4 and summary["args"]["batch_size"] == 8
@@ -216,26 +315,35 @@ def test_killed_run_resumes_bit_identical(tiny_run, tmp_path):
 
 def test_resume_continues_step_counter(tiny_run):
     cwd, run_dir, _ = tiny_run
-    result = run(["--resume", str(run_dir), "--total-timesteps", "5120"], cwd)
+    result = run(["--resume", str(run_dir), "--total-timesteps", "8192"], cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_dirs(cwd / "runs") == [run_dir]  # appended to the same run folder
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["env_steps"] == 5120
-    assert [e["step"] for e in summary["eval_history"]] == [1024, 2048, 3072, 4096, 5120]
+    assert summary["env_steps"] == 8192  # Brax's schedule of the new budget: 4 eval epochs of 4 updates
+    assert [e["step"] for e in summary["eval_history"]] == [0, 1024, 2048, 3072, 4096, 6144, 8192]
 
 
 def test_forced_resets_and_same_seed_same_returns(tiny_run, tmp_path):
-    """--num-resets-per-eval 2 with --eval-interval 2 resets every update; the first eval is reproducible."""
+    """The same seed evaluates the same at the same points (a 2-update run against the tiny run's first two); with
+    --num-resets-per-eval 2 and one update per training epoch, every update ends with a forced reset."""
     _, run_dir, _ = tiny_run
-    first = json.loads((run_dir / "summary.json").read_text())["eval_history"][:1]
-    result = run([*TINY, "--total-timesteps", "1024", "--runs-dir", "runs"], tmp_path)
+    first = json.loads((run_dir / "summary.json").read_text())["eval_history"][:2]
+    result = run([*TINY, "--total-timesteps", "1024", "--num-evals", "2", "--runs-dir", "runs"], tmp_path)
     assert result.returncode == 0, result.stderr
     (again,) = run_dirs(tmp_path / "runs")
     second = json.loads((again / "summary.json").read_text())["eval_history"]
-    assert [e["return"] for e in first] == [e["return"] for e in second]
+    assert [(e["step"], e["return"]) for e in first] == [(e["step"], e["return"]) for e in second]
     result = run([*TINY, "--total-timesteps", "1024", "--num-resets-per-eval", "2", "--runs-dir", "resets"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "forced resets every 1 updates" in result.stdout
+    assert "8 updates of 2 epochs" in result.stdout and "forced resets every 1 updates" in result.stdout
+    (resets_dir,) = run_dirs(tmp_path / "resets")
+    envs = torch.load(resets_dir / "checkpoint.pt", weights_only=False)["envs"]
+    # the envs were last reset after update 8, by the forced reset (the tiny run's were never: its training seed)
+    assert envs["seed"] == experiment.derive_seed(3, "forced reset", 8) and envs["reset_count"] == 1
+    tiny_envs = torch.load(run_dir / "checkpoint.pt", weights_only=False)["envs"]
+    assert tiny_envs["seed"] == experiment.derive_seed(3, "train")
+    summary = json.loads((resets_dir / "summary.json").read_text())
+    assert summary["agent_steps"] == summary["env_steps"] == 8 * 512  # action_repeat 1
 
 
 @pytest.mark.slow
@@ -249,4 +357,6 @@ def test_cartpole_balance_rises_with_cpu_preset(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = run_dirs(tmp_path / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert max(e["return"] for e in summary["eval_history"]) >= 600, summary["eval_history"]
+    start, *trained = summary["eval_history"]
+    assert start["step"] == 0 and all(e["step"] > 0 for e in trained)
+    assert max(e["return"] for e in trained) >= max(600, start["return"] + 100), summary["eval_history"]

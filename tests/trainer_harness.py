@@ -18,11 +18,12 @@ TRAINERS = Path(__file__).resolve().parents[1] / "cleanrl_ppo"
 TINY = ["--env-id", "playground/CartpoleBalance", "--seed", "3", "--total-timesteps", "4096", "--num-envs", "16",
         "--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "2", "--episode-length", "100",
         "--eval-interval", "2", "--checkpoint-interval", "2", "--save-model"]
-# ppo_multiunroll's tiny run (Brax's knobs): 2 unrolls x 16 envs x 16 steps = 512 steps per update, 8 updates.
+# ppo_multiunroll's tiny run (Brax's knobs): 2 unrolls x 16 envs x 16 steps = 512 steps per update; Brax's schedule
+# for 4096 steps and 5 evaluations: 4 eval epochs of 2 updates (8 updates), evaluated before training and every 2.
 TINY_MULTIUNROLL = ["--env-id", "playground/CartpoleBalance", "--seed", "3", "--total-timesteps", "4096", "--num-envs",
                     "16", "--unroll-length", "16", "--batch-size", "8", "--num-minibatches", "4",
                     "--num-updates-per-batch", "2", "--episode-length", "100",
-                    "--eval-interval", "2", "--checkpoint-interval", "2", "--num-resets-per-eval", "0", "--save-model"]
+                    "--num-evals", "5", "--checkpoint-interval", "2", "--num-resets-per-eval", "0", "--save-model"]
 SUMMARY_FIELDS = {"env_id", "env_steps", "wall_time_s", "sps", "final_eval_return", "strength", "final_strength",
                   "total_reward_ma", "random_policy_return", "eval_history", "nan_skipped_updates", "env_trace_counts",
                   "args"}

@@ -44,14 +44,14 @@ if [ "$MODE" = gpu ]; then
   DEVICE=cuda
   THROUGHPUT_RUNS="CartpoleBalance:4096 CheetahRun:4096 HumanoidRun:4096 CartpoleBalance:16384 CheetahRun:16384 HumanoidRun:16384"
   THROUGHPUT_ARGS="--rounds 5 --steps 100"
-  PEER_ARGS="--preset official --total-timesteps 9830400 --eval-every 10 --num-eval-envs 128"
+  PEER_ARGS="--preset official --total-timesteps 9830400 --num-evals 2 --num-eval-envs 128"
   SCALE_ARGS="--num-envs 4096 --num-steps 16 --num-minibatches 4 --update-epochs 4 --total-timesteps 1310720"
   CAPS="setup=90 cuda_tests=150 trainer_sync=150 throughput_each=75 peer_brax_each=120 ppo_scale=90 ppo_compile=150"
 else
   DEVICE=cpu
   THROUGHPUT_RUNS="CartpoleBalance:32"
   THROUGHPUT_ARGS="--rounds 2 --steps 10"
-  PEER_ARGS="--preset cpu --total-timesteps 4096 --eval-every 2 --num-eval-envs 8 --trainer-arg=--num-envs=16
+  PEER_ARGS="--preset cpu --total-timesteps 4096 --num-evals 3 --num-eval-envs 8 --trainer-arg=--num-envs=16
     --trainer-arg=--batch-size=16 --trainer-arg=--unroll-length=8 --trainer-arg=--num-minibatches=2
     --trainer-arg=--num-updates-per-batch=1 --trainer-arg=--episode-length=50 --trainer-arg=--torch-threads=1"
   SCALE_ARGS="--num-envs 16 --num-steps 32 --num-minibatches 2 --update-epochs 1 --total-timesteps 1024

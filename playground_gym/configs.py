@@ -2,8 +2,9 @@
 
 Importing MuJoCo Playground costs seconds (it imports MJX and every env module), so what is read from it here (the
 ids per suite, each env's official settings) is kept as a small JSON snapshot next to the trace cache
-(:mod:`playground_gym.trace_cache`), keyed by the playground and brax versions and this package's source: a warm
-process starts without importing Playground at all. An unreadable snapshot is ignored and rewritten.
+(:mod:`playground_gym.trace_cache`), keyed by the playground and brax versions, the files of the Playground package
+that Python would import (:func:`playground_gym.trace_cache.playground_digest`: an edited source checkout is not
+served the settings of another) and this package's source: a warm process starts without importing Playground. An unreadable snapshot is ignored and rewritten.
 
 Example:
     >>> import playground_gym
@@ -37,7 +38,8 @@ def _snapshot_path() -> Path | None:
     folder = trace_cache.cache_dir()
     if folder is None:
         return None
-    key = [trace_cache.version_of("playground"), trace_cache.version_of("brax"), trace_cache.source_digest()]
+    key = [trace_cache.version_of("playground"), trace_cache.version_of("brax"), trace_cache.playground_digest(),
+           trace_cache.source_digest()]
     return folder / f"registry-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.json"
 
 

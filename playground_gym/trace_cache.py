@@ -3,13 +3,16 @@
 JAX's persistent compilation cache (:func:`playground_gym.backend.enable_compilation_cache`) only skips XLA's
 compile: every new process still loads the model and traces MJX's reset and step, which costs seconds. Here the
 traced programs (StableHLO, via :func:`jax.export.export`) are written next to the compilation cache, keyed by
-everything that changes them (env id, config overrides, num_envs, episode settings, device kind, x64, the
-versions of jax/jaxlib/mujoco/playground and this package's own source, and for Menagerie robots their files).
+everything that changes them (:func:`program_key`): env id, config overrides, num_envs, episode settings, device
+kind, the JAX settings baked in at trace time (x64, ``jax_threefry_partitionable``,
+``jax_default_matmul_precision``), the versions of jax/jaxlib/mujoco/mujoco-mjx/playground/warp-lang, the files of
+the MuJoCo Playground package actually imported (a source checkout edited in place keeps its version string),
+this package's own source, and for Menagerie robots their files.
 A later process with the same key deserialises them instead: no model load, no trace, and the compilation
 cache then holds the executable, because the cold process ran the very same deserialised programs.
 
-An entry is never trusted blindly: its stored key must equal the wanted one, a SHA-256 covers its payload, and
-the deserialised programs' shapes must fit the settings; anything else is reported (a warning naming the file
+An entry is never trusted blindly: its stored key must equal the wanted one, a SHA-256 covers its header and
+payload, and the deserialised programs' shapes must fit the settings and the header's observation and action sizes; anything else is reported (a warning naming the file
 and the reason) and the entry rebuilt. On by default with the compilation cache; opt out with
 ``PLAYGROUND_GYM_TRACE_CACHE=0``.
 
@@ -38,11 +41,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["EnvPrograms", "cache_dir", "export_programs", "load_programs", "program_key", "save_programs"]
+__all__ = ["EnvPrograms", "cache_dir", "export_programs", "jax_settings", "load_programs", "playground_digest",
+           "program_key", "save_programs"]
 
 _OPT_OUT = "PLAYGROUND_GYM_TRACE_CACHE"
 _MAGIC = b"playground_gym trace cache\n"
-FORMAT = 1
+FORMAT = 2
 _PROGRAMS = ("reset", "step", "elapsed", "set_elapsed")
 
 
@@ -106,6 +110,36 @@ def source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def jax_settings() -> dict[str, Any]:
+    """The JAX settings an env's traced program depends on (random bits, matmul precision, 64-bit types)."""
+    return {"x64": bool(jax.config.jax_enable_x64),
+            "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+            "default_matmul_precision": str(jax.config.jax_default_matmul_precision)}
+
+
+@functools.cache
+def playground_digest() -> str:
+    """Names, sizes and modification times of the files of the ``mujoco_playground`` package that Python imports
+    (found without importing it), ``external_deps`` (Menagerie, keyed separately) and ``__pycache__`` left out: an
+    installed release and a source checkout, edited or not, get different digests although both say ``0.2.0``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mujoco_playground")
+    if spec is None or not spec.submodule_search_locations:
+        return "missing"
+    digest = hashlib.sha256()
+    for location in spec.submodule_search_locations:
+        root = Path(location)
+        digest.update(str(root.resolve()).encode() + b"\n")
+        for path in sorted(root.rglob("*")):
+            parts = path.relative_to(root).parts
+            if parts[0] == "external_deps" or "__pycache__" in parts or not path.is_file():
+                continue
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _menagerie_digest(env_id: str) -> dict[str, Any] | None:
     """Path, names, sizes and modification times of the Menagerie files an env loads (``None`` for DM Control)."""
     from playground_gym import menagerie
@@ -139,8 +173,10 @@ def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
         "settings": json.loads(json.dumps(dict(settings), sort_keys=True)),
         "platform": jax_device.platform,
         "device_kind": jax_device.device_kind,
-        "x64": bool(jax.config.jax_enable_x64),
-        "versions": {name: version_of(name) for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground")},
+        "jax_settings": jax_settings(),
+        "versions": {name: version_of(name) for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground",
+                                                        "warp-lang")},
+        "playground_files": playground_digest(),
         "playground_gym_source": source_digest(),
         "menagerie": _menagerie_digest(settings["env_id"]),
     }
@@ -174,8 +210,8 @@ def save_programs(key: Mapping[str, Any], programs: EnvPrograms) -> Path | None:
         return None
     blobs = [bytes(getattr(programs, name).serialize()) for name in _PROGRAMS]
     payload = b"".join(blobs)
-    header = json.dumps({"key": key, "meta": programs.meta, "sizes": [len(b) for b in blobs],
-                         "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True).encode()
+    body = {"key": key, "meta": programs.meta, "sizes": [len(b) for b in blobs]}
+    header = json.dumps({**body, "sha256": _checksum(body, payload)}, sort_keys=True).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
@@ -185,6 +221,11 @@ def save_programs(key: Mapping[str, Any], programs: EnvPrograms) -> Path | None:
         warnings.warn(f"playground_gym: could not write the trace cache entry {path}: {err}", stacklevel=3)
         return None
     return path
+
+
+def _checksum(body: Mapping[str, Any], payload: bytes) -> str:
+    """SHA-256 of a header's fields (but the checksum itself, in their canonical JSON form) and the payload."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode() + b"\0" + payload).hexdigest()
 
 
 def _check_programs(programs: EnvPrograms, key: Mapping[str, Any]) -> None:
@@ -203,6 +244,11 @@ def _check_programs(programs: EnvPrograms, key: Mapping[str, Any]) -> None:
     *carry_in, actions = programs.step.in_avals
     if actions.shape != (n, action_size) or [a.shape for a in carry_in] != [a.shape for a in jax.tree.leaves((carry, first))]:
         raise ValueError("step's argument shapes do not fit reset's outputs")
+    obs_shapes, obs_key = programs.meta["obs_shapes"], key["settings"]["episode"]["obs_key"]
+    want_obs = tuple(obs_shapes[obs_key] if isinstance(obs_shapes, Mapping) else obs_shapes)
+    *_, out = jax.tree.unflatten(programs.reset.out_tree, programs.reset.out_avals)
+    if tuple(out["obs"].shape) != (n, *want_obs):
+        raise ValueError(f"reset returns observations {tuple(out['obs'].shape)}, the header says {(n, *want_obs)}")
 
 
 def load_programs(key: Mapping[str, Any]) -> EnvPrograms | None:
@@ -220,8 +266,9 @@ def load_programs(key: Mapping[str, Any]) -> EnvPrograms | None:
         payload = data[start + header_size:]
         if header.get("key") != json.loads(json.dumps(key, sort_keys=True)):
             raise ValueError("saved for other settings or versions")
-        if hashlib.sha256(payload).hexdigest() != header["sha256"] or sum(header["sizes"]) != len(payload):
-            raise ValueError("payload does not match its checksum (truncated or corrupt)")
+        checksum = header.pop("sha256", None)
+        if checksum != _checksum(header, payload) or sum(header["sizes"]) != len(payload):
+            raise ValueError("header and payload do not match their checksum (edited, truncated or corrupt)")
         blobs, offset = [], 0
         for size in header["sizes"]:
             blobs.append(bytearray(payload[offset:offset + size]))

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
 import weakref
@@ -24,7 +25,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from playground_gym import backend, trace_cache
+from playground_gym import backend, keys, trace_cache
 from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, VectorFunctions, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import actions_to_jax, check_array_type, export, export_packed
@@ -282,10 +283,14 @@ class PlaygroundVectorEnv(VectorEnv):
         spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
         self._settings = {"env_id": self.env_id, "num_envs": self.num_envs, "impl": self.impl,
                           "episode": dataclasses.asdict(spec), "config_overrides": _plain(config_overrides)}
+        if custom_env is not None:  # its class name alone would let two differently configured instances meet
+            config = getattr(custom_env, "_config", None)
+            self._settings["env_config"] = _plain(config.to_dict() if hasattr(config, "to_dict") else config)
         # Vector envs of identical settings (e.g. a trainer's training and evaluation envs) share the loaded env and
         # its compiled functions: tracing and compiling an env step costs seconds.
         share_key = (None if custom_env is not None or config_overrides else
-                     (self.env_id, self.impl, self.jax_device, spec, self.num_envs))
+                     (self.env_id, self.impl, self.jax_device, spec, self.num_envs,
+                      tuple(sorted(trace_cache.jax_settings().items()))))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
             cacheable = custom_env is None and _json_plain(config_overrides)
@@ -342,19 +347,19 @@ class PlaygroundVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset every env. ``seed`` reseeds (initial states depend only on it and ``num_envs``);
-        without one, the first reset uses the constructor's ``seed`` and later ones fresh keys."""
+        without one, the first reset uses the constructor's ``seed`` and later ones fresh keys: the c-th reset since
+        the seed was set draws the keys ``keys.reset_keys(seed, c, num_envs)`` (:mod:`playground_gym.keys`), which
+        no other reset, autoreset or env shares."""
         if options:
             raise ValueError(f"options: expected None or an empty dict (no reset options are supported); got {options!r}")
         if seed is not None:
             self._seed = _seed(seed)
             self._reset_count = 0
             self.action_space.seed(self._seed)
-        base = jax.random.PRNGKey(self._seed)
-        key = base if self._reset_count == 0 else jax.random.fold_in(base, self._reset_count)
+        env_keys = jax.device_put(keys.reset_keys(self._seed, self._reset_count, self.num_envs), self.jax_device)
         self._reset_count += 1
-        keys = jax.device_put(jax.random.split(key, self.num_envs), self.jax_device)
         with backend.silence_stderr(self.quiet and self.trace_counts["reset"] == 0):
-            self._carry, self._first, out = self._reset_jit(keys)
+            self._carry, self._first, out = self._reset_jit(env_keys)
         info = {PRIVILEGED_KEY: out[PRIVILEGED_KEY]} if self.has_privileged_state else {}
         return export(out["obs"], self.array_type), export(info, self.array_type)
 
@@ -436,7 +441,8 @@ class PlaygroundVectorEnv(VectorEnv):
             raise gym.error.ResetNeeded("state_dict() was called before reset(): call reset() first")
         # np.array copies: the carry's buffers are donated to (and reused by) the next step
         host = lambda tree: None if tree is None else {k: np.array(v) for k, v in tree.items()}  # noqa: E731
-        return {"format": 1, "settings": self._settings, "seed": self._seed, "reset_count": self._reset_count,
+        return {"format": 1, "settings": copy.deepcopy(self._settings), "seed": self._seed,
+                "reset_count": self._reset_count,
                 "carry": host(self._carry), "first": host(self._first),
                 "action_space_rng": self.action_space.np_random.bit_generator.state}
 

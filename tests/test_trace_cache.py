@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import weakref
+from pathlib import Path
 from collections import OrderedDict
 
 import numpy as np
@@ -198,3 +199,96 @@ def test_custom_envs_are_not_cached(private_cache):
     envs = playground_gym.make_vec(load_env("CartpoleBalance"), N, device="cpu", episode_length=5)
     assert envs.programs_source == "traced (trace cache off)"
     assert not list(private_cache.glob("*.bin"))
+
+
+def _edited_obs_shape(path, rechecksum=False):
+    data, magic, size, header = _header(path)
+    header["meta"]["obs_shapes"] = [6]  # CartpoleBalance's observations are 5 wide
+    if rechecksum:  # as if written so: the checksum fits, the programs do not
+        body = {k: v for k, v in header.items() if k != "sha256"}
+        header["sha256"] = trace_cache._checksum(body, data[magic + 8 + size:])
+    new = json.dumps(header, sort_keys=True).encode()
+    path.write_bytes(data[:magic] + struct.pack("<Q", len(new)) + new + data[magic + 8 + size:])
+
+
+@pytest.mark.parametrize("rechecksum, reason", [(False, "checksum"), (True, "header says")])
+def test_an_edited_header_is_caught(private_cache, rechecksum, reason):
+    _fresh()
+    _edited_obs_shape(_entry(private_cache), rechecksum)
+    with pytest.warns(UserWarning, match=f"trace cache entry .* is unusable .*{reason}"):
+        rebuilt = _fresh()
+    assert rebuilt.programs_source == "traced" and rebuilt.single_observation_space.shape == (5,)
+
+
+REWARD_CHILD = r"""
+import json, torch, playground_gym
+from playground_gym import trace_cache
+envs = playground_gym.make_vec("CartpoleBalance", 3, device="cpu", episode_length=50, action_repeat=1)
+obs, _ = envs.reset(seed=1)
+total = 0.0
+for _ in range(20):
+    _, reward, *_ = envs.step(torch.zeros(3, 1))
+    total += float(reward.sum())
+print(json.dumps({"source": envs.programs_source, "reward": round(total, 4), "first_obs": obs.tolist(),
+                  "discounting": playground_gym.official_config("CartpoleBalance")["discounting"]}))
+"""
+
+
+def _reward_child(cache, **env_vars) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(PLAYGROUND_GYM_CACHE_DIR=str(cache), **env_vars)
+    out = subprocess.run([sys.executable, "-c", REWARD_CHILD], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_an_edited_playground_is_never_served_the_programs_or_settings_of_the_old_one(tmp_path):
+    """A copy of MuJoCo Playground first on PYTHONPATH (as a source checkout), then edited in place (its version
+    string unchanged): the warm cache must miss, the edited reward and official settings must apply."""
+    import importlib.util
+    import shutil
+
+    installed = Path(importlib.util.find_spec("mujoco_playground").submodule_search_locations[0])
+    copy = tmp_path / "checkout" / "mujoco_playground"
+    shutil.copytree(installed, copy, ignore=shutil.ignore_patterns("__pycache__", "external_deps"))
+    cache = tmp_path / "cache"
+    path = {"PYTHONPATH": str(copy.parent)}
+    before = _reward_child(cache, **path)
+    assert before["source"] == "traced" and _reward_child(cache, **path)["source"] == "trace cache"
+    cartpole = copy / "_src" / "dm_control_suite" / "cartpole.py"
+    cartpole.write_text(cartpole.read_text().replace("    r = self._get_reward(", "    r = 2.0 * self._get_reward("))
+    params = copy / "config" / "dm_control_suite_params.py"
+    params.write_text(params.read_text().replace("discounting=0.995,", "discounting=0.5,", 1))
+    after = _reward_child(cache, **path)
+    assert after["source"] == "traced"
+    assert after["reward"] == pytest.approx(2 * before["reward"], rel=1e-5) and before["reward"] > 0
+    assert (before["discounting"], after["discounting"]) == (0.995, 0.5)
+    assert _reward_child(cache, **path)["source"] == "trace cache"  # the edited copy's own entry
+
+
+def test_jax_settings_key_the_cache_and_the_in_process_sharing(tmp_path, monkeypatch, private_cache):
+    """A warm entry traced with the default random bits is not served to a process that turned
+    jax_threefry_partitionable off: it traces its own, whose initial states equal a cold run's with that flag."""
+    cache = tmp_path / "cache"
+    default = _reward_child(cache)
+    flag = {"JAX_THREEFRY_PARTITIONABLE": "0"}
+    off = _reward_child(cache, **flag)
+    cold = _reward_child(tmp_path / "cold", PLAYGROUND_GYM_TRACE_CACHE="0", **flag)
+    assert (default["source"], off["source"]) == ("traced", "traced")
+    assert off["first_obs"] == cold["first_obs"] != default["first_obs"]
+    assert _reward_child(cache, **flag)["source"] == "trace cache"
+    import jax
+
+    before = trace_cache.jax_settings()
+    for name, value in (("jax_enable_x64", True), ("jax_default_matmul_precision", "highest")):
+        old = getattr(jax.config, name)
+        jax.config.update(name, value)
+        try:
+            assert trace_cache.jax_settings() != before  # part of the cache key and the sharing key
+        finally:
+            jax.config.update(name, old)
+    assert trace_cache.jax_settings() == before
+    first = _fresh()
+    monkeypatch.setattr(trace_cache, "jax_settings", lambda: {**before, "x64": not before["x64"]})
+    other = playground_gym.make_vec("CartpoleBalance", N, **SETTINGS)
+    assert other._shared is not first._shared

@@ -53,7 +53,8 @@ class EpisodeSpec:
 
 
 class Carry(NamedTuple):
-    """Per-env state carried between steps (every leaf has a leading num_envs axis)."""
+    """Per-env state carried between steps (every leaf has a leading num_envs axis, but the shared leaves of a
+    Warp-backed MJX state: see :func:`_is_shared`)."""
 
     env_state: Any          # mjx_env.State
     elapsed: jax.Array      # int32 agent steps into the current episode
@@ -63,13 +64,38 @@ class Carry(NamedTuple):
     pool_used: Any = None   # full_reset: int32, every entry the number of pool states handed out so far
 
 
-def _where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
-    """Per-env select over two pytrees whose leaves have a leading env axis."""
+@functools.cache
+def _warp_shared_fields() -> frozenset[str]:
+    """The fields of MJX's Warp data that are not per-env (``mujoco.mjx.warp.types.DATA_NON_VMAP``)."""
+    try:
+        from mujoco.mjx.warp.types import DATA_NON_VMAP
+    except ImportError:  # an MJX without Warp support: every leaf is per-env
+        return frozenset()
+    return frozenset(DATA_NON_VMAP)
 
-    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+
+def _is_shared(path: tuple[Any, ...]) -> bool:
+    """Whether the leaf at ``path`` of a batched env state is kept once for all envs, not per env.
+
+    A Warp-backed MJX state (``impl="warp"``) keeps some fields of ``data._impl`` once for all envs: the contact
+    buffers ``contact__*`` (``naconmax`` long, up to 200,000 by default), ``cdof_tri_*``, the counters ``nacon``/
+    ``ncollision`` and sizes (22 of CartpoleBalance's 196 leaves); Warp rewrites them every step. MJX lists them
+    (``DATA_NON_VMAP``, what its own vmap rule skips); they are recognised by name, never by shape, so no length can
+    be mistaken for ``num_envs``. Per-env selects and gathers leave them as they are.
+    """
+    names = [key.name for key in path if isinstance(key, jax.tree_util.GetAttrKey)]
+    return len(names) >= 2 and names[-2] == "_impl" and names[-1] in _warp_shared_fields()
+
+
+def _where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
+    """Per-env select over two pytrees whose leaves have a leading env axis (shared leaves: ``on_false``'s)."""
+
+    def pick(path: tuple[Any, ...], a: jax.Array, b: jax.Array) -> jax.Array:
+        if _is_shared(path):
+            return b
         return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
 
-    return jax.tree.map(pick, on_true, on_false)
+    return jax.tree_util.tree_map_with_path(pick, on_true, on_false)
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -93,7 +119,8 @@ def _strong(tree: Any) -> Any:
 
 
 class Packer:
-    """Packs a pytree whose leaves share a leading batch axis into one ``[batch, k]`` array per dtype.
+    """Packs a pytree whose leaves share a leading batch axis into one ``[batch, k]`` array per dtype (leaves
+    without it, the shared leaves of a Warp state, into one flat ``[k]`` array per dtype, named ``"<dtype>@shared"``).
 
     An MJX state has about a hundred leaves, and a jitted call pays Python-side costs per argument
     and per result leaf (flattening, one ``jax.Array`` object each). Carrying a handful of packed
@@ -110,30 +137,45 @@ class Packer:
         True
     """
 
-    def __init__(self, struct: Any) -> None:
-        leaves, self.treedef = jax.tree.flatten(struct)
-        self.batch = leaves[0].shape[0]
-        self.shapes = [tuple(leaf.shape[1:]) for leaf in leaves]
+    def __init__(self, struct: Any, batch: int | None = None) -> None:
+        with_paths, self.treedef = jax.tree_util.tree_flatten_with_path(struct)
+        leaves = [leaf for _, leaf in with_paths]
+        self.shared = [_is_shared(path) for path, _ in with_paths]
+        self.batch = next(leaf.shape[0] for leaf, shared in zip(leaves, self.shared) if not shared) \
+            if batch is None else batch
+        self.shapes = [tuple(leaf.shape if shared else leaf.shape[1:]) for leaf, shared in zip(leaves, self.shared)]
         self.dtypes = [jnp.dtype(leaf.dtype) for leaf in leaves]
-        # per dtype: the leaf indices in it, and each leaf's column span
+        # per dtype (and shared or not): the leaf indices in it, and each leaf's column span
         self.groups: dict[str, list[tuple[int, int, int]]] = {}
         for i, (shape, dtype) in enumerate(zip(self.shapes, self.dtypes)):
-            group = self.groups.setdefault(dtype.name, [])
+            group = self.groups.setdefault(dtype.name + ("@shared" if self.shared[i] else ""), [])
             start = group[-1][2] if group else 0
             group.append((i, start, start + math.prod(shape)))
 
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """The packed array's shape of group ``name``."""
+        width = self.groups[name][-1][2]
+        return (width,) if name.endswith("@shared") else (self.batch, width)
+
     def pack(self, tree: Any) -> dict[str, jax.Array]:
         leaves = jax.tree.leaves(tree)
-        return {
-            name: jnp.concatenate([leaves[i].reshape(self.batch, -1).astype(name) for i, _, _ in group], axis=1)
-            for name, group in self.groups.items()
-        }
+
+        def flat(i: int, name: str) -> jax.Array:
+            dtype = name.split("@")[0]
+            return leaves[i].reshape(-1).astype(dtype) if self.shared[i] else \
+                leaves[i].reshape(self.batch, -1).astype(dtype)
+
+        return {name: jnp.concatenate([flat(i, name) for i, _, _ in group], axis=-1)
+                for name, group in self.groups.items()}
 
     def unpack(self, packed: dict[str, jax.Array]) -> Any:
         leaves: list[Any] = [None] * len(self.shapes)
         for name, group in self.groups.items():
             for i, start, stop in group:
-                leaves[i] = packed[name][:, start:stop].reshape((self.batch,) + self.shapes[i])
+                if self.shared[i]:
+                    leaves[i] = packed[name][start:stop].reshape(self.shapes[i])
+                else:
+                    leaves[i] = packed[name][:, start:stop].reshape((self.batch,) + self.shapes[i])
         return jax.tree.unflatten(self.treedef, leaves)
 
 
@@ -229,7 +271,8 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
     ``elapsed(carry)`` / ``set_elapsed(carry, steps)`` read and write the agent steps into each episode;
     ``layout(num_envs)`` gives the packed shapes (to check a saved carry before loading it). ``out`` holds
     ``obs``, and after a step also ``reward`` (scaled), ``terminated``, ``truncated``, ``final_obs``,
-    ``done`` (= ``_final_obs`` = ``_episode``), ``episode_return`` (unscaled), ``episode_length``,
+    ``done`` (= ``_final_obs``), ``episode_done`` (the same values in a buffer of its own: ``_episode``),
+    ``episode_return`` (unscaled), ``episode_length``,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
     ``final_privileged_state``).
     """
@@ -275,6 +318,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
             "terminated": terminated,
             "truncated": truncated,
             "done": terminated | truncated,
+            "episode_done": terminated | truncated,  # its own buffer: info's "_episode" and "_final_obs" never alias
             "final_obs": final_obs,
             "episode_return": episode_return,
             "episode_length": elapsed,
@@ -320,7 +364,8 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
 
         def hand_out(c: Carry) -> Carry:
             entry = jnp.where(done, c.pool_used[0] + jnp.cumsum(done) - 1, 0)
-            picked = jax.tree.map(lambda x: jnp.take(x, entry, axis=0), c.pool)
+            picked = jax.tree_util.tree_map_with_path(
+                lambda path, x: x if _is_shared(path) else jnp.take(x, entry, axis=0), c.pool)
             return c._replace(env_state=_where(done, picked, c.env_state), pool_used=c.pool_used + count)
 
         return jax.lax.cond(count > 0, hand_out, lambda c: c, carry)
@@ -347,7 +392,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         carry, first = jax.eval_shape(initial, keys)
         actions = jax.ShapeDtypeStruct((num_envs, env.action_size), jnp.float32)
         stepped, _ = jax.eval_shape(logical_step, carry, first, actions)
-        return Packer(stepped), (None if spec.full_reset else Packer(stepped.env_state))
+        return Packer(stepped, num_envs), (None if spec.full_reset else Packer(stepped.env_state, num_envs))
 
     def reset(keys: jax.Array) -> tuple[dict[str, jax.Array], Any, dict[str, jax.Array]]:
         carry_packer, first_packer = _layouts(keys.shape[0])
@@ -364,13 +409,14 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         carry, out = logical_step(carry, first_state, actions)
         return carry_packer.pack(carry), out
 
+    def _num_envs(packed_carry: dict[str, jax.Array]) -> int:
+        return next(v for k, v in packed_carry.items() if not k.endswith("@shared")).shape[0]
+
     def env_state(packed_carry: dict[str, jax.Array]) -> Any:
-        n = next(iter(packed_carry.values())).shape[0]
-        return _layouts(n)[0].unpack(packed_carry).env_state
+        return _layouts(_num_envs(packed_carry))[0].unpack(packed_carry).env_state
 
     def elapsed(packed_carry: dict[str, jax.Array]) -> jax.Array:
-        n = next(iter(packed_carry.values())).shape[0]
-        return _layouts(n)[0].unpack(packed_carry).elapsed
+        return _layouts(_num_envs(packed_carry))[0].unpack(packed_carry).elapsed
 
     def set_elapsed(packed_carry: dict[str, jax.Array], steps: jax.Array) -> dict[str, jax.Array]:
         packer = _layouts(steps.shape[0])[0]
@@ -382,7 +428,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         carry_packer, first_packer = _layouts(num_envs)
 
         def shapes(packer: Packer) -> dict[str, tuple[tuple[int, ...], str]]:
-            return {name: ((num_envs, group[-1][2]), name) for name, group in packer.groups.items()}
+            return {name: (packer.shape_of(name), name.split("@")[0]) for name in packer.groups}
 
         return shapes(carry_packer), None if first_packer is None else shapes(first_packer)
 

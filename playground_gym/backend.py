@@ -257,7 +257,10 @@ def resolve_device(device: Any = None) -> Any:
         raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N' with N an integer; got {device!r}")
     index = int(index_text) if index_text else 0
     if kind == "cpu":
-        return jax.devices("cpu")[0]
+        cpus = jax.devices("cpu")
+        if index >= len(cpus):
+            raise ValueError(f"device: {device!r} asked for CPU device {index} but JAX has {len(cpus)} (use 'cpu')")
+        return cpus[index]
     if kind in {"cuda", "gpu"}:
         gpus = _jax_gpus()
         if not gpus:

@@ -56,14 +56,19 @@ import playground_gym
 from playground_gym import cpu_blas, distributed
 from playground_gym.baselines import random_policy_return
 
-__all__ = ["CLIError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
+__all__ = ["CLIError", "OutputError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
            "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
-CHECKPOINT_FORMAT = 3  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream
+CHECKPOINT_FORMAT = 4  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2
 
 
 class CLIError(Exception):
     """Bad command-line input: reported as one line and exit code 2 (see :func:`cli`)."""
+
+
+class OutputError(Exception):
+    """A run's output could not be written (a full disk, a read-only folder): reported as one line and exit code 1
+    (see :func:`cli`); the last checkpoint written before stays intact."""
 
 
 @dataclass
@@ -134,10 +139,31 @@ class ExperimentArgs:
             ((self.eval_interval is None or self.eval_interval >= 0) and self.checkpoint_interval >= 0
              and self.log_interval > 0,
              "--eval-interval and --checkpoint-interval must be >= 0, --log-interval > 0"),
-            (self.seed >= 0, f"--seed must be >= 0; got {self.seed}"),
+            (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32) (numpy's seed range); got {self.seed}"),
+            (self.episode_length < 2**31, f"--episode-length must be < 2**31 (an int32 on the device); got "
+                                          f"{self.episode_length}"),
+            (self.torch_threads is None or self.torch_threads > 0,
+             f"--torch-threads must be > 0; got {self.torch_threads}"),
+            (self.exp_name not in ("", ".", "..") and "/" not in self.exp_name and os.sep not in self.exp_name,
+             f"--exp-name must be a plain name (it names a folder inside --runs-dir); got {self.exp_name!r}"),
+            (not os.path.exists(self.runs_dir) or os.path.isdir(self.runs_dir),
+             f"--runs-dir must be a folder; {self.runs_dir!r} is a file"),
+            *_finite_checks(self),
             (self.dist_timeout > 0, f"--dist-timeout must be > 0; got {self.dist_timeout}"),
             (self.compile or not self.cudagraphs, "--cudagraphs needs --compile (it is a torch.compile mode)"),
         ]
+
+
+def _finite_checks(args: Any) -> list[tuple[bool, str]]:
+    """Every float flag (alone or in a tuple) must be finite: a NaN coefficient would skip every update and a run
+    would still end with exit code 0."""
+    out = []
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            out.append((False, f"--{field.name.replace('_', '-')} must be finite; got {value}"))
+    return out
 
 
 def parse_args(args_type: type, argv: list[str] | None = None) -> Any:
@@ -400,13 +426,23 @@ class Experiment:
             path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
             if not os.path.isfile(path):
                 raise CLIError(f"--resume: no checkpoint at {path!r}")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            if checkpoint.get("format") != CHECKPOINT_FORMAT:
-                raise CLIError(f"--resume: {path} is a checkpoint of an older version (format "
-                               f"{checkpoint.get('format', 1)}, expected {CHECKPOINT_FORMAT}); it cannot continue exactly")
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as err:  # noqa: BLE001 -- truncated, empty, random or not a torch file: one line
+                raise CLIError(f"--resume: {path} is not a readable checkpoint ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+            if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+                found = checkpoint.get("format", 1) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+                raise CLIError(f"--resume: {path} is a checkpoint of an older version (format {found}, expected "
+                               f"{CHECKPOINT_FORMAT}); it cannot continue exactly")
             given = sys.argv[1:] if argv is None else argv  # flags that may change on resume: device, total_timesteps
             extend = any(a.split("=")[0] in ("--total-timesteps", "--total_timesteps") for a in given)
             saved = checkpoint["args"]
+            fields = {f.name for f in dataclasses.fields(args_type)}
+            if set(saved) != fields:  # another trainer's checkpoint (ppo_tanh's given to ppo_continuous, ...)
+                raise CLIError(f"--resume: {path} was written by {saved.get('exp_name', 'another trainer')!r}, whose "
+                               f"flags differ from this trainer's (only there: {sorted(set(saved) - fields)}; only "
+                               f"here: {sorted(fields - set(saved))}); resume it with the trainer that wrote it")
             if checkpoint.get("world_size", 1) != self.world.size:
                 raise CLIError(f"--resume: {path} is a checkpoint of {checkpoint.get('world_size', 1)} rank(s); this "
                                f"run has {self.world.size} (resume with the same torchrun --nproc-per-node/--nnodes)")
@@ -576,10 +612,14 @@ class Experiment:
                 f"|{k}|{v}|{self.sources.get(k, 'default or flag')}|" for k, v in vars(self.args).items()))
             return next_obs
         c = self.resumed
-        for name, module in modules.items():
-            module.load_state_dict(c[name])
         own = c if world.rank == 0 else c["rank_states"][world.rank - 1]  # this rank's envs, observations, RNGs
-        self.envs.load_state_dict(own["envs"])
+        try:
+            for name, module in modules.items():
+                module.load_state_dict(c[name])
+            self.envs.load_state_dict(own["envs"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a checkpoint of other shapes or envs
+            raise CLIError(f"--resume: the checkpoint does not fit this run ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0]})") from None
         self.episode_stats.copy_(own["episode_stats"])
         self.nonfinite_updates.copy_(c["nonfinite_updates"])
         self.global_step, self.start_iteration, self.eval_history = c["global_step"], c["iteration"], c["eval_history"]
@@ -736,9 +776,15 @@ class Experiment:
             "last_return": self.last_return, "lr_segment": self.lr_segment, "wall_time": self.wall_time(),
         })
         path = os.path.join(self.run_dir, "checkpoint.pt")
-        os.makedirs(self.run_dir, exist_ok=True)
-        torch.save(state, path + ".tmp")
-        os.replace(path + ".tmp", path)  # atomic: a kill -9 mid-write leaves the previous checkpoint intact
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            torch.save(state, path + ".tmp")
+            os.replace(path + ".tmp", path)  # atomic: a kill -9 mid-write leaves the previous checkpoint intact
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError of its zip writer
+            with contextlib.suppress(OSError):
+                os.remove(path + ".tmp")
+            raise OutputError(f"could not write the checkpoint {path} ({str(err).splitlines()[0]}); the previous "
+                              f"checkpoint, if any, is intact") from None
         print(f"checkpoint: iteration {iteration}, step {self.global_step} -> {path}", flush=True)
 
     # -- end --------------------------------------------------------------------------------------------------------
@@ -775,8 +821,13 @@ class Experiment:
             "world_size": self.world.size, "replica_checks": self.replica_checks,
             "eval_history": self.eval_history, "args": asdict(args),
         }
-        with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        path = os.path.join(self.run_dir, "summary.json")
+        try:
+            with open(path + ".tmp", "w") as f:
+                json.dump(summary, f, indent=2)
+            os.replace(path + ".tmp", path)  # atomic: a campaign reading it never sees half a file
+        except OSError as err:
+            raise OutputError(f"could not write {path} ({err})") from None
         final = summary["final_eval_return"]
         print(f"final eval return {final:.1f} | strength {summary['strength']} | {self.global_step} steps in "
               f"{wall_time:.0f} s ({summary['sps']} SPS) | {self.run_dir}/summary.json")
@@ -795,6 +846,9 @@ def cli(main: Callable[..., Any], start_time: float | None = None) -> None:
     except CLIError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OutputError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(1)
     except (distributed.DistributedError, torch.distributed.DistError, RuntimeError) as e:
         world = distributed.World.from_environment()
         if not world.active:

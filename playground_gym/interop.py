@@ -39,16 +39,24 @@ def _check(shape: tuple[int, ...], dtype_kind: str, dtype: Any, expected: tuple[
         raise ValueError(f"actions: expected shape {tuple(expected)} (num_envs, act_dim); got {tuple(shape)}")
 
 
-def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any, copy: bool) -> Any:
     import torch
 
     kind = "b" if actions.dtype == torch.bool else ("c" if actions.is_complex() else
                                                      ("f" if actions.is_floating_point() else "i"))
     _check(tuple(actions.shape), kind, actions.dtype, expected)
     target = torch.device("cpu") if device.platform == "cpu" else torch.device("cuda", device.local_hardware_id or 0)
+    actions = actions.detach()
+    if actions.dtype == torch.float64:  # a finite 1e300 must act as 1.0, not become float32 inf (a NaN reset)
+        huge = torch.isfinite(actions) & (actions.abs() > _F32_MAX)
+        actions = torch.where(huge, actions.clamp(-1.0, 1.0), actions)
     # A dense float32 tensor on the env's device; .to() and .contiguous() are no-ops when it already is one,
-    # so the common path copies nothing.
-    actions = actions.detach().to(device=target, dtype=torch.float32).contiguous()
+    # so the common path copies nothing (but where the step must own its input: copy).
+    converted = actions.to(device=target, dtype=torch.float32).contiguous()
+    actions = converted.clone() if copy and converted.data_ptr() == actions.data_ptr() else converted
     if device.platform == "cpu":
         # A numpy view of the tensor's memory: the jitted step takes host arrays in its C++ fast path
         # (aliasing, not copying, on CPU), far cheaper per step than a DLPack import or a device_put.
@@ -56,12 +64,15 @@ def _torch_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
     return jax.device_put(jax.dlpack.from_dlpack(actions), device)  # DLPack syncs torch's stream with JAX's
 
 
-def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
+def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any, copy: bool = False) -> Any:
     """Validate an action batch and return float32 data for the jitted step on ``device``.
 
     No copy where the data already is dense float32: host data bound for a CPU device stays a numpy
     array (a view of a CPU tensor's memory), which the jitted call takes in its C++ fast path; a CUDA
-    tensor arrives through DLPack; a JAX array on ``device`` is passed as is.
+    tensor arrives through DLPack; a JAX array on ``device`` is passed as is. The step runs after this returns
+    (JAX dispatches asynchronously), so a caller that can write into its buffer before the step has read it
+    passes ``copy=True``: mutable torch and numpy inputs are then copied (JAX arrays are immutable). Float64
+    values beyond float32's range are clipped to [-1, 1] first (they would become ``inf``); NaN and inf stay.
 
     Raises:
         TypeError: not an array, or not real numeric (bool, complex, strings, objects).
@@ -69,9 +80,12 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
     """
     module = type(actions).__module__
     if module.startswith("torch"):
-        return _torch_to_jax(actions, expected, device)
+        return _torch_to_jax(actions, expected, device, copy)
     if isinstance(actions, jax.Array):
         _check(actions.shape, actions.dtype.kind, actions.dtype, expected)
+        if actions.dtype == jnp.float64:
+            huge = jnp.isfinite(actions) & (jnp.abs(actions) > _F32_MAX)
+            actions = jnp.where(huge, jnp.clip(actions, -1.0, 1.0), actions)
         if actions.dtype != jnp.float32:
             actions = actions.astype(jnp.float32)
         return actions if actions.devices() == {device} else jax.device_put(actions, device)
@@ -83,7 +97,10 @@ def actions_to_jax(actions: Any, expected: tuple[int, ...], device: Any) -> Any:
         raise TypeError(f"actions: expected an array of shape {tuple(expected)}; got an unconvertible "
                         f"{type(actions).__name__}: {err}") from err
     _check(host.shape, host.dtype.kind, host.dtype, expected)
-    host = np.ascontiguousarray(host, dtype=np.float32)
+    if host.dtype == np.float64:
+        huge = np.isfinite(host) & (np.abs(host) > _F32_MAX)
+        host = np.where(huge, np.clip(host, -1.0, 1.0), host)
+    host = np.array(host, dtype=np.float32, order="C") if copy else np.ascontiguousarray(host, dtype=np.float32)
     return host if device.platform == "cpu" else jax.device_put(host, device)
 
 

@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import math
+import numbers
 import os
 import shutil
 import subprocess
@@ -155,7 +157,8 @@ def _validate_overrides(name: str, overrides: Mapping[str, Any] | None) -> dict[
     if not isinstance(overrides, Mapping):
         raise TypeError(f"config_overrides: expected a dict or None; got {type(overrides).__name__}")
     flat = _flatten(overrides)
-    known = set(_flatten(registry.get_default_config(name).to_dict()))
+    defaults = _flatten(registry.get_default_config(name).to_dict())
+    known = set(defaults)
     unknown = sorted(set(flat) - known)
     if unknown:
         raise KeyError(
@@ -166,6 +169,15 @@ def _validate_overrides(name: str, overrides: Mapping[str, Any] | None) -> dict[
             raise KeyError(
                 f"config_overrides: {reserved!r} is not applied by the env itself; pass make_vec({reserved}=...)"
             )
+    for timing in ("ctrl_dt", "sim_dt"):  # the env divides one by the other: a bad value means no physics
+        value = flat.get(timing)
+        if timing in flat and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                               or not math.isfinite(value) or value <= 0):
+            raise ValueError(f"config_overrides: {timing!r} expected a finite number > 0 (seconds); got {value!r}")
+    ctrl_dt, sim_dt = flat.get("ctrl_dt", defaults.get("ctrl_dt")), flat.get("sim_dt", defaults.get("sim_dt"))
+    if ctrl_dt is not None and sim_dt is not None and ctrl_dt < sim_dt:
+        raise ValueError(f"config_overrides: ctrl_dt ({ctrl_dt}) expected >= sim_dt ({sim_dt}): a control step is a "
+                         f"whole number of physics steps")
     return flat
 
 

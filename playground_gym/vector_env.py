@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import numbers
 import weakref
 from collections import OrderedDict
@@ -31,7 +32,11 @@ from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import actions_to_jax, check_array_type, export, export_packed
 from playground_gym.loading import load_env, resolve_impl
 
-__all__ = ["PlaygroundVectorEnv", "make_vec"]
+__all__ = ["PlaygroundVectorEnv", "STATE_FORMAT", "make_vec"]
+
+STATE_FORMAT = 2  # 2: reset keys from playground_gym.keys (a format-1 state would continue on other keys)
+_INT32_MAX = 2**31 - 1  # counters (elapsed steps, episode lengths, num_envs) are int32 on the device
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
@@ -42,6 +47,8 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None
         raise TypeError(f"{name}: expected {expected}; got {type(value).__name__} {value!r}")
     if value <= 0:
         raise ValueError(f"{name}: expected a positive int; got {value}")
+    if value > _INT32_MAX:
+        raise ValueError(f"{name}: expected at most 2**31 - 1 (it is an int32 on the device); got {value}")
     return int(value)
 
 
@@ -247,8 +254,9 @@ class PlaygroundVectorEnv(VectorEnv):
         action_repeat = _positive_int("action_repeat", action_repeat, allow_none=True)
         if isinstance(reward_scale, bool) or not isinstance(reward_scale, numbers.Real):
             raise TypeError(f"reward_scale: expected a real number; got {type(reward_scale).__name__} {reward_scale!r}")
-        if not np.isfinite(reward_scale):
-            raise ValueError(f"reward_scale: expected a finite number; got {reward_scale}")
+        if not abs(reward_scale) <= _F32_MAX:  # rewards are float32: 1e39 would make every reward inf
+            raise ValueError(f"reward_scale: expected a finite number within float32's range (|x| <= "
+                             f"{_F32_MAX:.4g}); got {reward_scale}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array'; got {render_mode!r}")
         if not isinstance(obs_key, str):
@@ -278,6 +286,8 @@ class PlaygroundVectorEnv(VectorEnv):
         self.jax_device = backend.resolve_device(device)
         self.device = backend.torch_device_of(self.jax_device)
         self.impl = resolve_impl(impl, self.jax_device.platform)
+        if isinstance(config_overrides, Mapping) and not config_overrides:
+            config_overrides = None  # {} is no override: the same settings, programs and compiled functions as None
         if custom_env is not None and config_overrides is not None:
             raise ValueError("config_overrides: only for Playground env names; configure an MjxEnv instance yourself")
         spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
@@ -293,7 +303,8 @@ class PlaygroundVectorEnv(VectorEnv):
                       tuple(sorted(trace_cache.jax_settings().items()))))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
-            cacheable = custom_env is None and _json_plain(config_overrides)
+            # Warp's FFI kernels are custom calls that jax.export cannot serialise: warp programs are traced
+            cacheable = custom_env is None and _json_plain(config_overrides) and self.impl == "jax"
             key = trace_cache.program_key(self._settings, self.jax_device) if cacheable else None
             # A load deferred by a trace-cache hit uses the Menagerie folder of the key, found now.
             menagerie_path = ((key or {}).get("menagerie") or {}).get("path")
@@ -323,6 +334,9 @@ class PlaygroundVectorEnv(VectorEnv):
                 raise KeyError(f"obs_key: expected one of {sorted(obs_shapes)} for {self.env_id}; got {obs_key!r}")
             self.has_privileged_state = PRIVILEGED_KEY in obs_shapes and obs_key != PRIVILEGED_KEY
             obs_shapes = obs_shapes[obs_key]
+        elif obs_key != "state":
+            raise ValueError(f"obs_key: {self.env_id}'s observations are one array, not a dict: expected the default "
+                             f"'state'; got {obs_key!r}")
 
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, tuple(obs_shapes), np.float32)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (shared.action_size,), np.float32)
@@ -345,11 +359,20 @@ class PlaygroundVectorEnv(VectorEnv):
 
     # -- gymnasium API ---------------------------------------------------------------------------------
 
+    def _require_state(self, method: str) -> None:
+        """Raise if ``method`` cannot run: the envs were closed, or never reset."""
+        if self.closed:
+            raise gym.error.ClosedEnvironmentError(f"{method}() was called after close(): make new envs")
+        if self._carry is None:
+            raise gym.error.ResetNeeded(f"{method}() was called before reset(): call reset() first")
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset every env. ``seed`` reseeds (initial states depend only on it and ``num_envs``);
         without one, the first reset uses the constructor's ``seed`` and later ones fresh keys: the c-th reset since
         the seed was set draws the keys ``keys.reset_keys(seed, c, num_envs)`` (:mod:`playground_gym.keys`), which
         no other reset, autoreset or env shares."""
+        if self.closed:
+            raise gym.error.ClosedEnvironmentError("reset() was called after close(): make new envs")
         if options:
             raise ValueError(f"options: expected None or an empty dict (no reset options are supported); got {options!r}")
         if seed is not None:
@@ -365,9 +388,9 @@ class PlaygroundVectorEnv(VectorEnv):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step every env with ``actions`` of shape ``(num_envs, act_dim)``, clipped to [-1, 1]."""
-        if self._carry is None:
-            raise gym.error.ResetNeeded("step() was called before reset(): call reset() first")
-        actions = actions_to_jax(actions, self.action_space.shape, self.jax_device)
+        self._require_state("step")
+        # jax mode returns before the step has run (nothing waits for its results): the step must own its input
+        actions = actions_to_jax(actions, self.action_space.shape, self.jax_device, copy=self.array_type == "jax")
         with backend.silence_stderr(self.quiet and self.trace_counts["step"] == 0):
             self._carry, out = self._step_jit(self._carry, self._first, actions)
         if self.array_type != "jax":
@@ -375,7 +398,7 @@ class PlaygroundVectorEnv(VectorEnv):
         info: dict[str, Any] = {"final_obs": out["final_obs"], "_final_obs": out["done"], "nan_reset": out["nan_reset"]}
         if self.episode_statistics:
             info["episode"] = {"r": out["episode_return"], "l": out["episode_length"]}
-            info["_episode"] = out["done"]
+            info["_episode"] = out["episode_done"]
         if self.has_privileged_state:
             info[PRIVILEGED_KEY] = out[PRIVILEGED_KEY]
             info["final_" + PRIVILEGED_KEY] = out["final_" + PRIVILEGED_KEY]
@@ -388,14 +411,12 @@ class PlaygroundVectorEnv(VectorEnv):
 
     def env_state(self) -> Any:
         """The current batched ``mjx_env.State`` (JAX arrays, leading num_envs axis), for inspection."""
-        if self._carry is None:
-            raise gym.error.ResetNeeded("env_state() was called before reset(): call reset() first")
+        self._require_state("env_state")
         return self._shared.env_state(self._carry)
 
     def elapsed_steps(self) -> Any:
         """Agent steps into the current episode, per env (int32 ``(num_envs,)``, of ``array_type``)."""
-        if self._carry is None:
-            raise gym.error.ResetNeeded("elapsed_steps() was called before reset(): call reset() first")
+        self._require_state("elapsed_steps")
         return export(self._shared.elapsed(self._carry), self.array_type)
 
     def set_elapsed_steps(self, steps: Any) -> None:
@@ -409,8 +430,7 @@ class PlaygroundVectorEnv(VectorEnv):
         Raises:
             ValueError: wrong shape or a value outside ``[0, max_episode_steps)``. TypeError: not integers.
         """
-        if self._carry is None:
-            raise gym.error.ResetNeeded("set_elapsed_steps() was called before reset(): call reset() first")
+        self._require_state("set_elapsed_steps")
         if type(steps).__module__.startswith("torch"):
             steps = steps.detach().cpu().numpy()
         host = np.asarray(steps)
@@ -437,11 +457,10 @@ class PlaygroundVectorEnv(VectorEnv):
             >>> twin = make_vec("CartpoleBalance", 4, device="cpu")
             >>> twin.load_state_dict(saved)  # twin.step(a) now equals envs.step(a)
         """
-        if self._carry is None:
-            raise gym.error.ResetNeeded("state_dict() was called before reset(): call reset() first")
+        self._require_state("state_dict")
         # np.array copies: the carry's buffers are donated to (and reused by) the next step
         host = lambda tree: None if tree is None else {k: np.array(v) for k, v in tree.items()}  # noqa: E731
-        return {"format": 1, "settings": copy.deepcopy(self._settings), "seed": self._seed,
+        return {"format": STATE_FORMAT, "settings": copy.deepcopy(self._settings), "seed": self._seed,
                 "reset_count": self._reset_count,
                 "carry": host(self._carry), "first": host(self._first),
                 "action_space_rng": self.action_space.np_random.bit_generator.state}
@@ -454,13 +473,34 @@ class PlaygroundVectorEnv(VectorEnv):
                 arrays do not have this env's shapes and dtypes.
             TypeError: ``state`` is not such a dict.
         """
-        if not isinstance(state, Mapping) or state.get("format") != 1 or "carry" not in state:
-            raise TypeError(f"state: expected a dict from PlaygroundVectorEnv.state_dict(); got {type(state).__name__}")
+        if self.closed:
+            raise gym.error.ClosedEnvironmentError("load_state_dict() was called after close(): make new envs")
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            found = f"format {state.get('format')!r}" if isinstance(state, Mapping) else type(state).__name__
+            raise TypeError(f"state: expected a dict from PlaygroundVectorEnv.state_dict() (format {STATE_FORMAT}); "
+                            f"got {found}")
+        missing = sorted({"settings", "seed", "reset_count", "carry", "first", "action_space_rng"} - set(state))
+        if missing:
+            raise ValueError(f"state: missing {missing} (expected a dict from PlaygroundVectorEnv.state_dict())")
+        # Everything is checked before anything is applied: a bad state leaves the env as it was.
         saved = state["settings"]
-        differ = {k: (saved.get(k), v) for k, v in self._settings.items() if saved.get(k) != v}
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"state: settings expected a dict; got {type(saved).__name__}")
+        canonical = lambda v: json.dumps(v, sort_keys=True, default=repr)  # noqa: E731 -- NaN == NaN here
+        differ = {k: (saved.get(k), v) for k, v in self._settings.items() if canonical(saved.get(k)) != canonical(v)}
         if differ:
             detail = "; ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in differ.items())
             raise ValueError(f"state: saved by envs of other settings ({detail})")
+        seed = _seed(state["seed"])
+        reset_count = state["reset_count"]
+        if isinstance(reset_count, bool) or not isinstance(reset_count, numbers.Integral) or \
+                not 0 <= reset_count < 2**32:
+            raise ValueError(f"state: reset_count expected an int in [0, 2**32); got {reset_count!r}")
+        rng = type(self.action_space.np_random.bit_generator)()
+        try:
+            rng.state = state["action_space_rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"state: action_space_rng is not a {type(rng).__name__} state ({err})") from None
         carry_layout, first_layout = self._shared.layout(self.num_envs)
 
         def check(name: str, arrays: Any, layout: Any) -> dict[str, Any] | None:
@@ -468,16 +508,22 @@ class PlaygroundVectorEnv(VectorEnv):
                 if (layout is None) != (arrays is None):
                     raise ValueError(f"state: {name} expected {layout}; got {arrays!r:.80}")
                 return None
+            if not isinstance(arrays, Mapping):
+                raise ValueError(f"state: {name} expected a dict of arrays; got {type(arrays).__name__}")
             got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
             if got != layout:
                 raise ValueError(f"state: {name} expected arrays {layout}; got {got}")
-            return {k: jax.device_put(np.asarray(v), self.jax_device) for k, v in arrays.items()}
+            return {k: jax.device_put(np.array(v), self.jax_device) for k, v in arrays.items()}
 
         carry = check("carry", state["carry"], carry_layout)
-        self._first = check("first", state["first"], first_layout)
-        self._carry = carry
-        self._seed, self._reset_count = _seed(state["seed"]), int(state["reset_count"])
-        self.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        first = check("first", state["first"], first_layout)
+        elapsed = np.asarray(self._shared.elapsed(carry))
+        if elapsed.min() < 0 or elapsed.max() >= self.max_episode_steps:
+            raise ValueError(f"state: elapsed steps expected in [0, {self.max_episode_steps}); got "
+                             f"{elapsed.min()}..{elapsed.max()}")
+        self._carry, self._first = carry, first
+        self._seed, self._reset_count = seed, int(reset_count)
+        self.action_space.np_random.bit_generator.state = rng.state
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """One RGB frame per env in ``render_env_ids`` of the current state (``render_mode="rgb_array"``)."""

@@ -142,3 +142,20 @@ def test_a_torch_env_works_too(short_env):
     assert isinstance(obs, np.ndarray) and obs.shape == (short_env.num_envs, short_env.single_observation_space.shape[0])
     obs, rewards, dones, infos = venv.step(np.zeros((short_env.num_envs, 1), np.float32))
     assert rewards.dtype == np.float32 and not isinstance(rewards, torch.Tensor)
+
+
+def test_a_jax_env_and_an_env_without_episode_statistics_work_with_sb3():
+    """SB3 writes its time-out bootstrap into the rewards (a JAX array's numpy view is read-only), and evaluate_policy
+    needs Monitor's episode info, which an env made with episode_statistics=False has not: it must not wait for it."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    jax_env = playground_gym.make_vec("CartpoleBalance", N, device="cpu", array_type="jax", episode_length=LENGTH)
+    model = PPO("MlpPolicy", SB3VecEnv(jax_env), n_steps=8, batch_size=16, n_epochs=1, seed=0)
+    model.learn(16)  # crosses time limits: SB3 bootstraps in place
+    bare = playground_gym.make_vec("CartpoleBalance", N, device="cpu", array_type="numpy", episode_length=LENGTH,
+                                   episode_statistics=False)
+    venv = SB3VecEnv(bare)
+    assert venv.env_is_wrapped(Monitor) == [False] * N
+    with pytest.warns(UserWarning, match="Monitor"):
+        mean, _ = evaluate_policy(model, venv, n_eval_episodes=N, warn=True)
+    assert np.isfinite(mean)

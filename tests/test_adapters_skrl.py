@@ -88,3 +88,26 @@ def test_bad_input_is_a_clear_type_error(numpy_env):
         SkrlEnv(object())
     with pytest.raises(TypeError, match="array_type='torch'.*got array_type='numpy'"):
         SkrlEnv(numpy_env)
+
+
+def test_what_skrl_does_at_a_truncation_is_what_the_docs_say():
+    """skrl 2.1.1 (README, "Other RL libraries"): with time_limit_bootstrap=True, PPO adds gamma * V(next_observations)
+    on truncated steps (after a same-step autoreset: the next episode's first observation) and its GAE cuts there;
+    with the default False it adds nothing and its GAE runs on across the truncation."""
+    import inspect
+    import re
+
+    from skrl.agents.torch.ppo import ppo as skrl_ppo
+
+    source = re.sub(r"\s+", " ", inspect.getsource(skrl_ppo))
+    assert '"observations": self._observation_preprocessor(next_observations)' in source
+    assert "rewards += self.cfg.discount_factor * next_values * truncated" in source
+    rewards, values = torch.ones(3, 1), torch.zeros(3, 1)
+    terminated, truncated = torch.zeros(3, 1, dtype=torch.bool), torch.tensor([[False], [True], [False]])
+    last = torch.full((1,), 10.0)
+    kwargs = dict(rewards=rewards, terminated=terminated, truncated=truncated, values=values, last_values=last,
+                  discount_factor=0.5, lambda_coefficient=1.0)
+    returns_cut, _ = skrl_ppo.compute_gae(**kwargs, time_limit_bootstrap=True)
+    returns_across, _ = skrl_ppo.compute_gae(**kwargs, time_limit_bootstrap=False)
+    assert returns_cut[0, 0] == pytest.approx(1 + 0.5 * 1)  # stops at the truncated step 1
+    assert returns_across[0, 0] == pytest.approx(1 + 0.5 * (1 + 0.5 * (1 + 0.5 * 10)))  # runs into the next episode

@@ -96,7 +96,7 @@ def test_resume_rejects_old_or_missing_checkpoints(tmp_path):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path / "nothing.pt")])
     old = tmp_path / "checkpoint.pt"
     torch.save({"agent": {}, "global_step": 1024, "args": {}}, old)  # what the trainers wrote before format 2
-    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 3"):
+    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 4"):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path)])
 
 
@@ -105,7 +105,7 @@ def test_args_carry_per_env_defaults_and_checks():
     args, sources = experiment.resolve_args(ppo.Args(env_id="PendulumSwingup", preset="cpu"))
     assert (args.action_repeat, sources["action_repeat"]) == (4, "official_config['action_repeat']")
     assert (args.num_envs, sources["num_envs"]) == (64, "preset 'cpu'")
-    with pytest.raises(experiment.CLIError, match="--seed must be >= 0"):
+    with pytest.raises(experiment.CLIError, match=r"--seed must be in \[0, 2\*\*32\)"):
         experiment.resolve_args(ppo.Args(seed=-1))
 
 
@@ -138,3 +138,69 @@ def test_a_robot_task_without_menagerie_is_one_line(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("ppo_continuous.py: error: mujoco_menagerie is required") and "no_menagerie" in line
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- bad trainer input: one line, exit 2 (issue: every input works or gets a one-line error) -------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--torch-threads", "-1"], "--torch-threads must be > 0"),
+    (["--episode-length", "2147483648"], "--episode-length must be < 2**31"),
+    (["--log-std-init", "nan"], "--log-std-init must be finite"),
+    (["--ent-coef", "nan"], "--ent-coef must be finite"),
+    (["--seed", "4294967296"], "--seed must be in [0, 2**32)"),
+    (["--exp-name", "a/../../b"], "--exp-name must be a plain name"),
+    (["--reward-scale", "1e39"], "reward_scale: expected a finite number within float32"),
+])
+def test_bad_trainer_input_is_one_line(argv, message, tmp_path):
+    ppo = load_trainer("ppo_continuous")
+    with pytest.raises(experiment.CLIError) as err:
+        ppo.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--num-envs", "4", "--num-steps", "8",
+                  "--total-timesteps", "64", "--no-pin-jax-cpu"])
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_runs_dir_naming_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(experiment.CLIError, match="--runs-dir must be a folder"):
+        experiment.Experiment(load_trainer("ppo_continuous").Args, ["--runs-dir", str(tmp_path / "file")])
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01not a checkpoint" * 10, "truncated", "foreign"])
+def test_resume_from_an_unusable_checkpoint_is_one_line(content, tmp_path):
+    import dataclasses
+
+    ppo, tanh = load_trainer("ppo_continuous"), load_trainer("ppo_tanh")
+    path = tmp_path / "checkpoint.pt"
+    full = {"format": experiment.CHECKPOINT_FORMAT, "args": dataclasses.asdict(tanh.Args()), "agent": {}}
+    torch.save(full, path)
+    if content == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(experiment.CLIError) as err:
+        experiment.Experiment(ppo.Args, ["--resume", str(path)])
+    message = str(err.value)
+    assert message.startswith("--resume: ") and "\n" not in message
+    assert ("written by 'ppo_tanh'" in message) if content == "foreign" else ("not a readable checkpoint" in message)
+
+
+FULL_DISK = """import runpy, sys, torch
+def full(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: "
+                       "file write failed")
+torch.save = full
+sys.argv = [{script!r}, *sys.argv[1:]]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def test_a_full_disk_is_one_line_and_exit_1(tmp_path):
+    launcher = tmp_path / "full_disk.py"
+    launcher.write_text(FULL_DISK.format(script=str(TRAINERS / "ppo_continuous.py")))
+    result = subprocess.run([sys.executable, str(launcher), *TINY, "--runs-dir", "runs"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and line.startswith("ppo_continuous.py: error: could not write the checkpoint") and "file write failed" in line
+    assert not list((tmp_path / "runs").glob("*/checkpoint.pt*"))

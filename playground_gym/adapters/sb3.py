@@ -39,10 +39,12 @@ __all__ = ["SB3VecEnv"]
 
 
 def _host(x: Any) -> np.ndarray:
-    """A numpy array of a torch tensor (any device), JAX array or numpy array."""
+    """A writable numpy array of a torch tensor (any device), JAX array or numpy array: SB3 writes into the rewards
+    (its time-out bootstrap), and a JAX array's numpy view is read-only."""
     if type(x).__module__.startswith("torch"):
         return x.numpy(force=True)
-    return np.asarray(x)
+    host = np.asarray(x)
+    return host if host.flags.writeable else np.array(host)
 
 
 class SB3VecEnv(VecEnv):
@@ -131,8 +133,11 @@ class SB3VecEnv(VecEnv):
         return [result for _ in range(self.num_envs)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        """True for SB3's ``Monitor``, whose episode info this adapter writes; False for any other wrapper."""
-        wrapped = isinstance(wrapper_class, type) and issubclass(Monitor, wrapper_class) and wrapper_class is not object
+        """True for SB3's ``Monitor``, whose episode info this adapter writes (unless the env was made with
+        ``episode_statistics=False``: then there is none, and ``evaluate_policy`` must count episodes itself);
+        False for any other wrapper."""
+        wrapped = isinstance(wrapper_class, type) and issubclass(Monitor, wrapper_class) and \
+            wrapper_class is not object and self.envs.episode_statistics
         return [wrapped for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:

@@ -53,7 +53,7 @@ import torch.nn as nn
 import tyro
 
 import playground_gym
-from playground_gym import cpu_blas, distributed
+from playground_gym import cpu_blas, distributed, keys
 from playground_gym.baselines import random_policy_return
 
 __all__ = ["CLIError", "OutputError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
@@ -349,7 +349,7 @@ def capture_video(act: Act, envs: Any, path: str, seed: int) -> str | None:
 
     env = envs.mjx_env
     reset, step = jax.jit(env.reset), jax.jit(env.step)
-    state = reset(jax.random.PRNGKey(seed))
+    state = reset(keys.root_key(seed))  # the whole 63-bit seed (PRNGKey keeps 32 bits without x64)
     trajectory = [state]
     for _ in range(envs.max_episode_steps):
         obs = state.obs[envs.obs_key] if isinstance(state.obs, dict) else state.obs

@@ -114,14 +114,17 @@ def jax_settings() -> dict[str, Any]:
     """The JAX settings an env's traced program depends on (random bits, matmul precision, 64-bit types)."""
     return {"x64": bool(jax.config.jax_enable_x64),
             "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
-            "default_matmul_precision": str(jax.config.jax_default_matmul_precision)}
+            "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "default_prng_impl": str(jax.config.jax_default_prng_impl)}
 
 
 @functools.cache
 def playground_digest() -> str:
-    """Names, sizes and modification times of the files of the ``mujoco_playground`` package that Python imports
-    (found without importing it), ``external_deps`` (Menagerie, keyed separately) and ``__pycache__`` left out: an
-    installed release and a source checkout, edited or not, get different digests although both say ``0.2.0``."""
+    """Names, sizes and modification and change times of the files of the ``mujoco_playground`` package that Python
+    imports (found without importing it; symlinked folders followed), ``external_deps`` (Menagerie, keyed
+    separately), ``__pycache__`` and ``.git`` left out: an installed release and a source checkout, edited or not,
+    copied with its times kept or not (the change time cannot be kept), get different digests although both say
+    ``0.2.0``."""
     import importlib.util
 
     spec = importlib.util.find_spec("mujoco_playground")
@@ -131,12 +134,16 @@ def playground_digest() -> str:
     for location in spec.submodule_search_locations:
         root = Path(location)
         digest.update(str(root.resolve()).encode() + b"\n")
-        for path in sorted(root.rglob("*")):
-            parts = path.relative_to(root).parts
-            if parts[0] == "external_deps" or "__pycache__" in parts or not path.is_file():
-                continue
+        files = []
+        for folder, subfolders, names in os.walk(root, followlinks=True):
+            here = Path(folder)
+            subfolders[:] = [d for d in subfolders if d not in ("__pycache__", ".git")
+                             and not (here == root and d == "external_deps")]  # pruned: never walked
+            files += [here / name for name in names]
+        for path in sorted(files):
             stat = path.stat()
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\n"
+                          .encode())
     return digest.hexdigest()[:16]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import numbers
 import weakref
@@ -59,11 +60,16 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """Config overrides as plain, comparable data (nested dicts, lists, scalars; anything else as its repr)."""
+    """Config overrides as plain, comparable data (nested dicts, lists, scalars; arrays by shape, dtype and a digest
+    of their bytes, since numpy abbreviates long ones; anything else as its repr)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
+        host = np.ascontiguousarray(np.asarray(value))
+        return {"array": list(host.shape), "dtype": host.dtype.name,
+                "sha256": hashlib.sha256(host.tobytes()).hexdigest()[:16]}
     return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
 

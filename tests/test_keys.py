@@ -82,3 +82,29 @@ def test_a_custom_envs_state_is_keyed_by_its_config():
     saved["settings"]["num_envs"] = 99  # a copy: the env's own settings are untouched
     assert a.state_dict()["settings"]["num_envs"] == N
     a.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_no_derived_key_is_reused(partitionable):
+    """Every key the tree and the autoreset derive (reset keys, each env's stream and initial-state key, the chain of
+    pool refills and their reset keys), for 3 seeds x 4 resets x 8 envs, under both of JAX's threefry modes: all
+    distinct. (The old derivation gave env 0 of the c-th reset env c's key of the first.)"""
+    old = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        seen = []
+        for seed in (0, 1, 2**32):
+            seen.append(np.asarray(keys.purpose_key(seed, keys.RESET)))
+            for count in range(4):
+                env_keys = keys.reset_keys(seed, count, 8)
+                seen += list(np.asarray(env_keys))
+                stream, initial = (lambda s: (s[:, 0], s[:, 1]))(jax.vmap(jax.random.split)(env_keys))
+                seen += list(np.asarray(initial))
+                for _ in range(3):  # refill_pool: split the stream into the next stream and the pool's reset keys
+                    split = jax.vmap(jax.random.split)(stream)
+                    stream = split[:, 0]
+                    seen += list(np.asarray(split[:, 1]))
+        rows = {tuple(k) for k in seen}
+        assert len(rows) == len(seen) == 3 * (1 + 4 * 8 * 5)
+    finally:
+        jax.config.update("jax_threefry_partitionable", old)

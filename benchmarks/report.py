@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from playground_gym.experiment import TOTAL_REWARD_MA_FRACTION, total_reward_ma
+
 __all__ = [
     "DEFAULT_REFERENCES",
     "METRICS",
@@ -48,6 +50,7 @@ __all__ = [
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parent / "data" / "reference_scores.json"
 EVAL_TAG = "eval/episodic_return"
+TRAIN_TAG = "charts/episodic_return"
 # (summary.json key, column header, format of one number)
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("final_eval_return", "final eval return", "{:.1f}"),
@@ -106,7 +109,11 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
                 print(f"report.py: warning: skipping unreadable {s}: {e}", file=sys.stderr)
                 continue
             if isinstance(summary, dict):
-                runs[s.parent.resolve()] = Run(s.parent, summary)
+                run = Run(s.parent, summary)
+                if "train_history" not in summary:  # written before total_reward_ma was SLM-Lab's: from TensorBoard
+                    steps, values = read_curve(run, TRAIN_TAG)
+                    summary["total_reward_ma"] = total_reward_ma(steps, values, summary.get("env_steps") or 0)
+                runs[s.parent.resolve()] = run
     return sorted(runs.values(), key=lambda r: (r.env_id, r.exp_name, _seed_key(r.seed), str(r.path)))
 
 
@@ -194,7 +201,8 @@ def render_table(groups: Sequence[Group], refs: dict[str, Any]) -> str:
 
 
 def read_curve(run: Run, tag: str = EVAL_TAG) -> tuple[np.ndarray, np.ndarray]:
-    """(env steps, values) of ``tag`` from the run's TensorBoard event files, else from summary eval_history."""
+    """(env steps, values) of ``tag`` from the run's TensorBoard event files, else (the eval tag only) from summary
+    eval_history; empty where neither has it."""
     if any(run.path.glob("events.out.tfevents.*")):
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -204,7 +212,7 @@ def read_curve(run: Run, tag: str = EVAL_TAG) -> tuple[np.ndarray, np.ndarray]:
             by_step = {e.step: e.value for e in acc.Scalars(tag)}  # a resumed run may repeat a step: last one wins
             steps = np.array(sorted(by_step), dtype=float)
             return steps, np.array([by_step[s] for s in sorted(by_step)], dtype=float)
-    hist = run.summary.get("eval_history") or []
+    hist = (run.summary.get("eval_history") or []) if tag == EVAL_TAG else []
     steps = np.array([h["step"] for h in hist], dtype=float)
     return steps, np.array([h["return"] for h in hist], dtype=float)
 
@@ -317,8 +325,12 @@ def write_report(paths: Sequence[str | Path], out: str | Path, references: str |
            + ", ".join(f"`{p}`" for p in paths) + ".", ""]
     md += list(notes) + ([""] if notes else [])
     md += ["Each cell: mean ± sample std (ddof=1) over seeds (one seed: its value; `(n=k)`: only k seeds had the "
-           "value). strength = mean eval return over the run minus the random-policy return; final_strength = final "
-           "eval return minus it; total_reward_ma = mean of the last 100 evaluations (see the trainers). "
+           "value). strength = mean deterministic eval return over the run (after step 0) minus the random-policy "
+           "return; final_strength = final eval return minus it; total_reward_ma = SLM-Lab's end-of-training score: "
+           f"the mean training return (episodes that ended while training, unscaled) over the last "
+           f"{TOTAL_REWARD_MA_FRACTION:.0%} of the run's env steps (from TensorBoard's charts/episodic_return for "
+           "summaries written before it was defined so). The SLM-Lab column is SLM-Lab's total_reward_ma (its training "
+           "returns, unscaled as ours, at 100M frames); the Playground-paper column its final eval return. "
            f"References are other setups' scores at other budgets, for orientation only; {DASH} = none.", ""]
     md += [render_table(groups, refs) if groups else "_No completed runs (no summary.json found)._", ""]
     md += ["## Reference sources", "", _sources_text(refs), ""]

@@ -56,10 +56,11 @@ import playground_gym
 from playground_gym import cpu_blas, distributed, keys
 from playground_gym.baselines import random_policy_return
 
-__all__ = ["CLIError", "OutputError", "Experiment", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
+__all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", "total_reward_ma", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
            "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
-CHECKPOINT_FORMAT = 4  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2
+CHECKPOINT_FORMAT = 5  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
+# 5: the training-return history (total_reward_ma)
 
 
 class CLIError(Exception):
@@ -277,17 +278,48 @@ class RunningMeanStd(nn.Module):
         return (x * torch.sqrt(self.var + self.epsilon) + self.mean).to(x.dtype)
 
 
-def scores(eval_history: list[dict[str, Any]], baseline: float | None) -> dict[str, float | None]:
-    """The benchmark scores of ``summary.json`` (README, "Benchmark campaigns") over the evaluation checkpoints
-    after training began: an evaluation of the initial policy at step 0 (ppo_multiunroll's, as Brax's) is left out,
-    so the scores of trainers with and without one compare."""
+TOTAL_REWARD_MA_FRACTION = 0.1  # SLM-Lab: a 100-checkpoint moving average of a run logged 1,000 times, at its end
+
+
+def total_reward_ma(steps: Any, returns: Any, final_step: float,
+                    fraction: float = TOTAL_REWARD_MA_FRACTION) -> float | None:
+    """SLM-Lab's end-of-training score: the mean *training* return (episodes that ended during training, as logged
+    at each log interval) over the last ``fraction`` of the run's env steps, i.e. the returns logged at steps
+    ``>= (1 - fraction) * final_step``; the last logged return where none falls there; ``None`` with none at all.
+
+    SLM-Lab's ``total_reward_ma`` is the moving average (window 100) of the training return at its log checkpoints,
+    read at the end of a run logged every 100k of 100M frames: the last tenth of the run.
+
+    Example:
+        >>> total_reward_ma([100, 200, 900, 1000], [10.0, 20.0, 90.0, 100.0], final_step=1000)
+        95.0
+    """
+    steps, returns = np.asarray(steps, dtype=float), np.asarray(returns, dtype=float)
+    keep = np.isfinite(returns)
+    steps, returns = steps[keep], returns[keep]
+    if not len(returns):
+        return None
+    late = returns[steps >= (1.0 - fraction) * final_step]
+    return float(np.mean(late)) if len(late) else float(returns[-1])
+
+
+def scores(eval_history: list[dict[str, Any]], baseline: float | None,
+           train_history: list[dict[str, Any]] | None = None, final_step: float | None = None) -> dict[str, float | None]:
+    """The benchmark scores of ``summary.json`` (README, "Benchmark campaigns"): ``strength`` and ``final_strength``
+    over the evaluation checkpoints after training began (an evaluation of the initial policy at step 0,
+    ppo_multiunroll's as Brax's, is left out, so trainers with and without one compare); ``total_reward_ma`` from
+    the training returns of ``train_history`` (:func:`total_reward_ma`, the last tenth of the run up to
+    ``final_step``, default the last logged step)."""
     returns = [e["return"] for e in eval_history if e["step"] > 0]
+    train = train_history or []
+    final = final_step if final_step is not None else (train[-1]["step"] if train else 0)
+    ma = total_reward_ma([e["step"] for e in train], [e["return"] for e in train], final)
     if not returns:
-        return {"strength": None, "final_strength": None, "total_reward_ma": None}
+        return {"strength": None, "final_strength": None, "total_reward_ma": ma}
     return {
         "strength": None if baseline is None else float(np.mean(returns) - baseline),
         "final_strength": None if baseline is None else float(returns[-1] - baseline),
-        "total_reward_ma": float(np.mean(returns[-100:])),
+        "total_reward_ma": ma,
     }
 
 
@@ -504,6 +536,7 @@ class Experiment:
 
         self.global_step, self.start_iteration, self.eval_history = 0, 0, []
         self.prior_wall, self.last_return = 0.0, float("nan")
+        self.train_history: list[dict[str, Any]] = []  # (step, mean return of the episodes ended) per log interval
         self.lr_segment: tuple[int, float, int] | None = None  # (iteration, learning rate there, last iteration)
         self.envs: Any = None
         self.eval_envs: Any = None
@@ -624,6 +657,7 @@ class Experiment:
         self.nonfinite_updates.copy_(c["nonfinite_updates"])
         self.global_step, self.start_iteration, self.eval_history = c["global_step"], c["iteration"], c["eval_history"]
         self.prior_wall, self.last_return, self.lr_segment = c["wall_time"], c["last_return"], c["lr_segment"]
+        self.train_history = c["train_history"]
         self.replica_checks = c.get("replica_checks", [])
         _set_rng_states(own["rng"])
         # purge_step drops events a killed run wrote after its last checkpoint, so curves do not overlap
@@ -737,6 +771,7 @@ class Experiment:
         sps = int((step - self.session_start_step) / (time.time() - self.session_start_time))
         if host["ep_count"] > 0:
             self.last_return = host["ep_sum"] / host["ep_count"]
+            self.train_history.append({"step": step, "return": self.last_return})
             writer.add_scalar("charts/episodic_return", self.last_return, step)
             writer.add_scalar("charts/episodic_length", host["ep_len"] / host["ep_count"], step)
         writer.add_scalar("charts/SPS", sps, step)
@@ -774,6 +809,7 @@ class Experiment:
             "global_step": self.global_step, "iteration": iteration, "eval_history": self.eval_history,
             "nonfinite_updates": self.nonfinite_updates.cpu(),
             "last_return": self.last_return, "lr_segment": self.lr_segment, "wall_time": self.wall_time(),
+            "train_history": self.train_history,
         })
         path = os.path.join(self.run_dir, "checkpoint.pt")
         try:
@@ -814,12 +850,14 @@ class Experiment:
             "steps_per_agent_step": self.steps_per_agent_step,  # env_steps, eval steps and SPS count in these units
             "wall_time_s": round(wall_time, 2), "sps": int(self.global_step / wall_time),
             "final_eval_return": self.eval_history[-1]["return"] if self.eval_history else None,
-            **scores(self.eval_history, self.baseline), "random_policy_return": self.baseline,
+            **scores(self.eval_history, self.baseline, self.train_history, self.global_step),
+            "total_reward_ma_window": f"training returns of the last {TOTAL_REWARD_MA_FRACTION:.0%} of env steps",
+            "random_policy_return": self.baseline,
             "eval_deterministic": not args.eval_stochastic,
             "nan_skipped_updates": int(self.nonfinite_updates.item()),
             "env_trace_counts": dict(self.envs.trace_counts),
             "world_size": self.world.size, "replica_checks": self.replica_checks,
-            "eval_history": self.eval_history, "args": asdict(args),
+            "eval_history": self.eval_history, "train_history": self.train_history, "args": asdict(args),
         }
         path = os.path.join(self.run_dir, "summary.json")
         try:

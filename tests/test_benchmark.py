@@ -362,9 +362,34 @@ def _write_run(root: Path, env: str, trainer: str, seed: int, final: float, tb_r
                "wall_time_s": 10.0 * seed, "sps": 100 * seed, "final_eval_return": final,
                "strength": final - 50.0, "final_strength": final - 10.0, "total_reward_ma": final / 2,
                "random_policy_return": 10.0, "eval_deterministic": True, "nan_skipped_updates": 0,
-               "eval_history": [{"step": 1, "wall_time": 0.0, "return": -1.0}], "args": {}}
+               "eval_history": [{"step": 1, "wall_time": 0.0, "return": -1.0}], "args": {},
+               "train_history": [{"step": steps[-1], "return": final / 2}]}
     (run / "summary.json").write_text(json.dumps(summary))
     return run
+
+
+def test_report_recomputes_total_reward_ma_of_older_summaries_from_tensorboard(tmp_path):
+    """A summary written before total_reward_ma was SLM-Lab's (no train_history): the report takes the training
+    returns of its TensorBoard file, last 10% of the run's env steps; without them, no score (never the evals)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = _write_run(tmp_path / "runs", "CartpoleBalance", "ppo_continuous", 1, 500.0, [1.0, 2.0, 500.0])
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["train_history"]
+    summary["env_steps"] = 100_000
+    (run / "summary.json").write_text(json.dumps(summary))
+    writer = SummaryWriter(str(run))
+    for step in range(1000, 100_001, 1000):
+        writer.add_scalar("charts/episodic_return", 10.0 if step < 90_000 else 800.0, step)
+    writer.close()
+    (found,) = report.find_runs([tmp_path / "runs"])
+    assert found.summary["total_reward_ma"] == 800.0
+    bare = _write_run(tmp_path / "bare", "PointMass", "ppo_tanh", 1, 5.0, [5.0])
+    summary = json.loads((bare / "summary.json").read_text())
+    del summary["train_history"]
+    (bare / "summary.json").write_text(json.dumps(summary))
+    (found,) = report.find_runs([tmp_path / "bare"])
+    assert found.summary["total_reward_ma"] is None
 
 
 def test_report_on_synthetic_runs(tmp_path):

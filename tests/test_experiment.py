@@ -84,7 +84,7 @@ def test_anneal_schedule_is_cleanrls_and_extends_without_a_jump():
 
 def test_scores():
     history = [{"step": i, "return": r} for i, r in enumerate([10.0, 20.0, 60.0], start=1)]
-    assert experiment.scores(history, 5.0) == {"strength": 25.0, "final_strength": 55.0, "total_reward_ma": 30.0}
+    assert experiment.scores(history, 5.0) == {"strength": 25.0, "final_strength": 55.0, "total_reward_ma": None}
     assert experiment.scores(history, None)["strength"] is None
     # an evaluation of the initial policy (step 0, as ppo_multiunroll's) is not part of the scores
     assert experiment.scores([{"step": 0, "return": -500.0}, *history], 5.0) == experiment.scores(history, 5.0)
@@ -96,7 +96,7 @@ def test_resume_rejects_old_or_missing_checkpoints(tmp_path):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path / "nothing.pt")])
     old = tmp_path / "checkpoint.pt"
     torch.save({"agent": {}, "global_step": 1024, "args": {}}, old)  # what the trainers wrote before format 2
-    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 4"):
+    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 5"):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path)])
 
 
@@ -204,3 +204,17 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr and line.startswith("ppo_continuous.py: error: could not write the checkpoint") and "file write failed" in line
     assert not list((tmp_path / "runs").glob("*/checkpoint.pt*"))
+
+
+def test_total_reward_ma_is_slm_labs_end_of_training_score():
+    """Low early training returns and high late ones: the score is the late value (the last tenth of the run), not
+    the run's mean; the evaluations' mean is strength's business."""
+    steps = np.arange(1, 101) * 1000
+    returns = np.where(steps <= 50_000, 10.0, 900.0) + np.random.default_rng(0).normal(0, 5, 100)
+    train = [{"step": int(s), "return": float(r)} for s, r in zip(steps, returns)]
+    evals = [{"step": 0, "return": 0.0}, {"step": 50_000, "return": 10.0}, {"step": 100_000, "return": 900.0}]
+    got = experiment.scores(evals, 5.0, train, final_step=100_000)
+    assert got["total_reward_ma"] == pytest.approx(np.mean(returns[89:]))  # steps 90k..100k
+    assert abs(got["total_reward_ma"] - 900.0) < 5 and got["strength"] == pytest.approx(450.0)
+    assert experiment.total_reward_ma([], [], 100) is None
+    assert experiment.total_reward_ma([10, 20], [1.0, 2.0], final_step=1000) == 2.0  # none in the window: the last

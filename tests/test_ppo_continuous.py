@@ -127,7 +127,10 @@ def test_tiny_run_writes_everything(tiny_run):
     assert summary["env_steps"] == 4096 and len(summary["eval_history"]) == 2
     assert summary["env_trace_counts"] == {"reset": 1, "step": 1}  # evaluation shares the training envs' step
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
-    assert summary["total_reward_ma"] == np.mean([e["return"] for e in summary["eval_history"]])
+    train = summary["train_history"]  # the training return of every update that ended episodes
+    assert train and all(a["step"] < b["step"] for a, b in zip(train, train[1:]))
+    late = [e["return"] for e in train if e["step"] >= 0.9 * summary["env_steps"]]
+    assert summary["total_reward_ma"] == pytest.approx(np.mean(late) if late else train[-1]["return"])
     # the random-policy baseline was measured with official episode lengths, not 100 steps: no strength here
     assert summary["strength"] is None and summary["random_policy_return"] is None
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)

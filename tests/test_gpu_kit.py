@@ -78,3 +78,31 @@ def test_the_carried_wheels_are_pinned_once_each():
     # what playground_gym, its trainers and the kit import at run time and the GPU image lacks (see wheels.txt)
     assert {"mujoco", "mujoco-core", "mujoco-mjx", "playground", "brax", "gymnasium", "tyro", "ml-collections",
             "trimesh", "jaxopt", "pyopengl", "farama-notifications", "docstring-parser"} <= set(names)
+
+
+@pytest.mark.parametrize("mode", [[], ["--rehearse"]])
+def test_the_core_plan_fits_the_budget_most_valuable_steps_first(mode):
+    """The GPU kit's one call: the core steps' caps add up to no more than the budget (540 s of a 600 s call), in the
+    order a user most wants them proven; the rehearsal runs the same order with CPU-sized caps."""
+    proc = subprocess.run(["bash", str(KIT), *mode, "--plan"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    *steps, total = proc.stdout.split("\n")[:-1]
+    plan = [line.split() for line in steps]
+    core = [name for name, _, _, kind in plan if kind == "core"]
+    assert core[:4] == ["setup", "peer_brax_brax", "peer_brax_ours", "trainer_sync"]
+    assert core[4].startswith("throughput_") and core[-2:] == ["ppo_scale", "ppo_compile"]
+    assert [name for name, _, _, kind in plan if kind == "extra"][0] == "cuda_tests"
+    _, core_total, _, budget = total.split()
+    assert int(core_total) == sum(int(cap) for _, cap, _, kind in plan if kind == "core") <= int(budget)
+    assert int(budget) == (540 if not mode else 1100)
+    assert all(0 < int(minimum) <= int(cap) for _, cap, minimum, _ in plan if int(cap) >= 15)
+
+
+def test_in_gpu_mode_a_test_step_with_every_test_skipped_fails(tmp_path):
+    """Here JAX sees no GPU: in GPU mode that is no success (in the rehearsal the same skips are expected)."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), GPU_KIT_WORK=str(tmp_path / "work"), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(KIT), "--only", "cuda_tests", "--budget", "300"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    steps = {s["step"]: s["status"] for s in json.loads((tmp_path / "out" / "results.json").read_text())["steps"]}
+    assert steps["cuda_tests"] == "failed" and proc.returncode == 1, proc.stdout[-2000:]
+    assert "every one was skipped" in (tmp_path / "work" / "logs" / "cuda_tests.log").read_text()

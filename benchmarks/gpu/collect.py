@@ -179,6 +179,17 @@ def collect(work: Path, out: Path, mode: str) -> dict:
     return results
 
 
+def junit_counts(path: Path) -> dict[str, int]:
+    """Passed, skipped, failed and errored test cases of a junit XML report."""
+    import xml.etree.ElementTree as ET
+
+    counts = {"passed": 0, "skipped": 0, "failure": 0, "error": 0}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("skipped", "failure", "error")]
+        counts[kinds[0] if kinds else "passed"] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work", nargs="?")
@@ -186,7 +197,15 @@ def main() -> None:
     parser.add_argument("--mode", default="gpu")
     parser.add_argument("--environment", metavar="DEVICE",
                         help="write the machine's facts as JSON to the file WORK names, and exit")
+    parser.add_argument("--require-passed", action="store_true",
+                        help="exit 1 unless the junit XML that WORK names has a passed test (GPU mode: all skipped "
+                             "means JAX saw no GPU, and nothing was proven)")
     args = parser.parse_args()
+    if args.require_passed:
+        counts = junit_counts(Path(args.work))
+        if not counts["passed"]:
+            raise SystemExit(f"collect.py: no test passed in {args.work} ({counts}): every one was skipped or failed")
+        return
     if args.environment:
         if not args.work:
             parser.error("--environment DEVICE: expected the JSON file to write")

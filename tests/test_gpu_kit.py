@@ -106,3 +106,21 @@ def test_in_gpu_mode_a_test_step_with_every_test_skipped_fails(tmp_path):
     steps = {s["step"]: s["status"] for s in json.loads((tmp_path / "out" / "results.json").read_text())["steps"]}
     assert steps["cuda_tests"] == "failed" and proc.returncode == 1, proc.stdout[-2000:]
     assert "every one was skipped" in (tmp_path / "work" / "logs" / "cuda_tests.log").read_text()
+
+
+def test_the_carried_wheels_are_what_the_tests_ran_with():
+    """One place for the versions: every carried package installed here (the CPU venv the suite runs in) has the
+    pinned version, so the GPU machine runs what CI tested."""
+    import importlib.metadata
+
+    differ = {}
+    for line in (ROOT / "benchmarks" / "gpu" / "wheels.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.strip().split("==")
+            try:
+                installed = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            if installed != version:
+                differ[name] = (version, installed)
+    assert not differ, f"wheels.txt pins (pinned, installed here): {differ}; update wheels.txt"

@@ -124,3 +124,20 @@ def test_the_carried_wheels_are_what_the_tests_ran_with():
             if installed != version:
                 differ[name] = (version, installed)
     assert not differ, f"wheels.txt pins (pinned, installed here): {differ}; update wheels.txt"
+
+
+def test_one_broken_section_does_not_cost_the_others(tmp_path):
+    """collect.py reads each step's output on its own: a half-written throughput JSON is recorded as an error and the
+    steps, the other sections and the summary are still written."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+    import collect
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "steps.json").write_text(json.dumps([{"step": "throughput_X_4", "status": "ok", "rc": 0, "seconds": 1,
+                                                  "limit_s": 40}]))
+    (work / "throughput_X_4.json").write_text("{not json")
+    results = collect.collect(work, tmp_path / "out", "gpu")
+    assert "throughput" in results["errors"] and results["throughput"] == [] and len(results["steps"]) == 1
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| throughput_X_4 | ok |" in summary and "could not be read" in summary

@@ -137,10 +137,14 @@ def summary_markdown(results: dict) -> str:
                       for t in res["cases"]]
     if results.get("throughput"):
         lines += ["", "## Env throughput (median of interleaved rounds; env steps per second)", "",
-                  "| env | envs | raw jit(vmap(step)) | upstream wrapper | ours (torch) | ours/raw | ours/upstream |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| env | envs | raw jit(vmap(step)) | upstream wrapper | ours (torch) | ours (jax mode) | ours/raw | "
+                  "ours/upstream | ours (jax mode)/raw |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        na = lambda v, fmt: format(v, fmt) if isinstance(v, (int, float)) else "-"  # noqa: E731
         lines += [f"| {r['env']} | {r['num_envs']} | {r['sps_raw']:,.0f} | {r['sps_upstream']:,.0f} | "
-                  f"{r['sps_ours']:,.0f} | {r['ours_over_raw']:.2f} | {r['ours_over_upstream']:.2f} |"
+                  f"{r['sps_ours']:,.0f} | {na(r.get('sps_ours_jax'), ',.0f')} | {r['ours_over_raw']:.2f} | "
+                  f"{r['ours_over_upstream']:.2f} | "
+                  f"{na(r.get('sps_ours_jax') and r['sps_ours_jax'] / r['sps_raw'], '.2f')} |"
                   for r in results["throughput"]]
     peer = results.get("peer_brax")
     if peer:
@@ -162,16 +166,31 @@ def summary_markdown(results: dict) -> str:
 
 
 def collect(work: Path, out: Path, mode: str) -> dict:
+    """Gather every step's results into OUT. Each section is read on its own: one that raises (a step's half-written
+    output) is recorded under ``errors`` and the others are still written."""
     env_path = work / "environment.json"
-    results = {"mode": mode, "steps": json.loads((work / "steps.json").read_text()),
-               "environment": json.loads(env_path.read_text()) if env_path.exists() and env_path.stat().st_size
-               else None,
-               "cuda_tests": junit(work / "cuda_tests.xml"), "trainer_sync": junit(work / "trainer_sync.xml"),
-               "throughput": throughput_rows(work), "peer_brax": peer_brax(work), "ppo_scale": trainer_summary(work),
-               "ppo_compile": trainer_summary(work, "ppo_compile")}
+    sections = {
+        "steps": lambda: json.loads((work / "steps.json").read_text()),
+        "environment": lambda: (json.loads(env_path.read_text()) if env_path.exists() and env_path.stat().st_size
+                                else None),
+        "cuda_tests": lambda: junit(work / "cuda_tests.xml"), "trainer_sync": lambda: junit(work / "trainer_sync.xml"),
+        "throughput": lambda: throughput_rows(work), "peer_brax": lambda: peer_brax(work),
+        "ppo_scale": lambda: trainer_summary(work), "ppo_compile": lambda: trainer_summary(work, "ppo_compile"),
+    }
+    results: dict = {"mode": mode, "errors": {}}
+    for name, read in sections.items():
+        try:
+            results[name] = read()
+        except Exception as err:  # noqa: BLE001 -- one broken section must not cost the others
+            results[name] = [] if name in ("steps", "throughput") else None
+            results["errors"][name] = f"{type(err).__name__}: {err}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "summary.md").write_text(summary_markdown(results))
+    summary = summary_markdown(results)
+    if results["errors"]:
+        summary += "\n## Sections that could not be read\n\n" + "\n".join(
+            f"- {name}: {error}" for name, error in results["errors"].items()) + "\n"
+    (out / "summary.md").write_text(summary)
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for path in sorted(work.rglob("*")):
             if path.is_file() and "jax_cache" not in path.parts and path.suffix in {".log", ".json", ".xml", ".md"}:

@@ -255,7 +255,7 @@ def main(argv=None, start_time=None):
     num_iterations = args.total_timesteps // (batch_size * run.world.size)  # steps of all ranks
     print(f"batch {batch_size} = {args.num_envs} envs x {args.num_steps} steps, {num_iterations} updates of "
           f"{args.update_epochs} epochs x {args.num_minibatches} minibatches of {batch_size // args.num_minibatches}")
-    run.check_schedule(num_iterations, batch_size * run.world.size, {"batch_size": batch_size})
+    run.check_schedule(num_iterations, batch_size * run.world.size)
 
     envs = run.make_envs(args.num_envs, reward_scale=args.reward_scale)
     device = envs.device

@@ -330,7 +330,7 @@ def main(argv=None, start_time=None):
               f"{sched.num_updates} updates of {args.num_updates_per_batch} epochs x {args.num_minibatches} minibatches "
               f"of {args.batch_size} segments; forced resets every {sched.reset_every or 'no'} updates; evaluations "
               f"every {eval_every or 'no'} updates{' and before training' if sched.eval_at_start else ''}")
-    run.check_schedule(sched.num_updates, sched.steps_per_update, {**vars(sched), "eval_every": eval_every})
+    run.check_schedule(sched.num_updates, sched.steps_per_update)
 
     envs = run.make_envs(num_envs)
     device = envs.device

@@ -56,7 +56,8 @@ import playground_gym
 from playground_gym import cpu_blas, distributed, keys
 from playground_gym.baselines import random_policy_return
 
-__all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", "total_reward_ma", "ExperimentArgs", "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
+__all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", "total_reward_ma", "ExperimentArgs",
+           "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
            "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
 CHECKPOINT_FORMAT = 5  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
@@ -665,27 +666,15 @@ class Experiment:
         distributed.check_replicated(networks, "resume")
         return own["next_obs"].to(self.device)
 
-    def check_schedule(self, num_iterations: int, steps_per_update: int,
-                       schedule: Mapping[str, Any] | None = None) -> None:
+    def check_schedule(self, num_iterations: int, steps_per_update: int) -> None:
         """Check a trainer's schedule before it starts: at least one update of ``steps_per_update`` env steps (of all
-        ranks together), and under torchrun the same schedule on every rank (one collective), since ranks that run
-        different numbers of collectives fail later with an unrelated message, or hang.
-
-        ``schedule``: what else must agree (shapes, reset and evaluation periods), as name -> value.
+        ranks together). Under torchrun every rank computes the same schedule: it is a function of the flags, which
+        the ranks compared when the run was made (one collective, :meth:`_check_same_args`), and of the world size.
 
         Raises:
-            CLIError: fewer than one update, or the ranks disagree (every rank raises it).
+            CLIError: fewer than one update (every rank raises it).
         """
         args = self.args
-        mine = {"total_timesteps": args.total_timesteps, "num_iterations": num_iterations,
-                "steps_per_update": steps_per_update, **(schedule or {})}
-        if self.world.active:
-            every = [None] * self.world.size
-            torch.distributed.all_gather_object(every, mine)
-            differ = sorted(k for k in mine if len({repr(rank.get(k)) for rank in every}) > 1)
-            if differ:
-                raise CLIError("the ranks disagree on the schedule (launch every rank with the same flags): " +
-                               "; ".join(f"{k}: {[rank.get(k) for rank in every]} (rank 0, 1, ...)" for k in differ))
         if num_iterations < 1:
             ranks = f" of all {self.world.size} ranks" if self.world.active else ""
             raise CLIError(f"--total-timesteps ({args.total_timesteps}) must be >= one update{ranks} "

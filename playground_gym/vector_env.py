@@ -30,14 +30,13 @@ from gymnasium.vector.utils import batch_space
 from playground_gym import backend, keys, trace_cache
 from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, VectorFunctions, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
-from playground_gym.interop import actions_to_jax, check_array_type, export, export_packed
+from playground_gym.interop import _F32_MAX, actions_to_jax, check_array_type, export, export_packed
 from playground_gym.loading import load_env, resolve_impl
 
 __all__ = ["PlaygroundVectorEnv", "STATE_FORMAT", "make_vec"]
 
 STATE_FORMAT = 2  # 2: reset keys from playground_gym.keys (a format-1 state would continue on other keys)
 _INT32_MAX = 2**31 - 1  # counters (elapsed steps, episode lengths, num_envs) are int32 on the device
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:

@@ -26,8 +26,12 @@ Output layout under ``--out``: ``runs/<env>/<script>/seed<k>/<env>__<exp>__<k>__
 interrupted, exit code, reason, log tail), ``plan.json``, ``report.md``, ``plots/<env>.png``; with ``--slurm``:
 ``slurm/commands.txt`` and ``slurm/benchmark.sbatch``.
 
-Resumable: a run whose runs dir holds a ``*/summary.json`` is complete and skipped; failed or interrupted runs are
-retried. A failing run is recorded and the batch goes on (exit code 1 at the end if any failed). Ctrl-C (or SIGTERM)
+Resumable and never mixing settings: before anything runs, each trainer resolves every planned command line to its
+settings digest (``playground_gym.run_settings``: the resolved flags that change results, per-env official values
+filled in; this also rejects flags a trainer does not accept). A run is complete, and reused, when its runs dir holds
+a ``*/summary.json`` of the same seed whose settings digest is the planned one; a summary of other settings is kept
+but not reused (the plan says which runs are reused and which runs dirs hold other settings). Failed or interrupted
+runs are retried. A failing run is recorded and the batch goes on (exit code 1 at the end if any failed). Ctrl-C (or SIGTERM)
 terminates the running trainers' process groups, records them as interrupted and exits 130.
 """
 
@@ -38,7 +42,6 @@ import datetime as _dt
 import difflib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -48,6 +51,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,12 +64,14 @@ __all__ = [
     "CampaignError",
     "Task",
     "build_parser",
-    "is_complete",
+    "completed_run",
     "main",
     "plan_tasks",
+    "resolve_settings",
     "resolve_envs",
     "resolve_scripts",
     "run_tasks",
+    "summaries",
     "write_slurm",
 ]
 
@@ -153,6 +159,7 @@ class Task:
     runs_dir: str
     log: str
     status: str
+    digest: str | None = None  # the resolved settings' digest (resolve_settings); None until resolved
 
     @property
     def key(self) -> str:
@@ -273,9 +280,33 @@ def resolve_scripts(spec: str, scripts_dir: Path) -> dict[str, Path]:
     return out
 
 
-def is_complete(runs_dir: str | Path) -> bool:
-    """A run is complete when its runs dir holds a trainer run folder with a summary.json."""
-    return any(Path(runs_dir).glob("*/summary.json"))
+def summaries(runs_dir: str | Path) -> list[tuple[Path, str | None, Any]]:
+    """(summary.json path, settings digest, seed) of every trainer run folder in ``runs_dir``; the digest is
+    recomputed from the summary's resolved ``args`` (so summaries written before digests existed count too), None for
+    an unreadable summary or one without args."""
+    from playground_gym.run_settings import settings_digest
+
+    out = []
+    for path in sorted(Path(runs_dir).glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            out.append((path, None, None))
+            continue
+        args = summary.get("args") if isinstance(summary, dict) else None
+        if not isinstance(args, dict):
+            out.append((path, None, None))
+            continue
+        out.append((path, settings_digest(args, summary.get("world_size") or 1), summary.get("seed", args.get("seed"))))
+    return out
+
+
+def completed_run(task: Task) -> Path | None:
+    """The summary.json in ``task.runs_dir`` of a run with the task's seed and settings digest, if any (the newest)."""
+    if task.digest is None:
+        raise CampaignError(f"{task.key}: its settings are not resolved (resolve_settings) so completion is unknown")
+    matches = [p for p, digest, seed in summaries(task.runs_dir) if digest == task.digest and seed == task.seed]
+    return max(matches, key=lambda p: p.stat().st_mtime) if matches else None
 
 
 def plan_tasks(envs: Sequence[str], scripts: dict[str, Path], seeds: Sequence[int], out: Path, preset: str,
@@ -310,39 +341,54 @@ def _flag_names(args: Sequence[str]) -> set[str]:
     return {a.split("=", 1)[0] for a in args if a.startswith("--")}
 
 
-def check_flags(tasks: Sequence[Task], scripts: dict[str, Path], timeout: float = 300) -> None:
-    """Run each script's ``--help`` once and check that it accepts every flag the plan passes it.
+def resolve_settings(tasks: Sequence[Task], scripts: dict[str, Path], world_size: int = 1,
+                     timeout: float = 300) -> list[Task]:
+    """``tasks`` with their settings digests, resolved by each trainer itself (one ``python -m
+    playground_gym.run_settings`` process per trainer, in parallel; ~10 s: each imports torch and JAX).
 
     Raises:
-        CampaignError: a flag is not in a script's --help (names the flags, the script and where they come from).
+        CampaignError: a trainer rejects a planned command line (its own one-line error, with the run and where the
+            flags come from), or cannot be resolved at all (no ``Args`` dataclass, import error, timeout).
     """
-    def helptext(path: Path) -> subprocess.CompletedProcess | None:
-        try:
-            return subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
-                                  timeout=timeout, cwd=REPO, env=dict(os.environ, COLUMNS="200"))
-        except subprocess.TimeoutExpired:
-            return None
+    by_script: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        by_script.setdefault(t.script, []).append(i)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(scripts))) as pool:  # each --help imports torch and JAX: ~10 s
-        helps = dict(zip(scripts, pool.map(helptext, scripts.values())))
-    for script, path in scripts.items():
-        used = set().union(*(_flag_names(t.command[2:]) for t in tasks if t.script == script))
-        proc = helps[script]
-        if not used:
-            continue
-        if proc is None:
-            print(f"campaign: warning: {path.name} --help took over {timeout:.0f} s; flags not checked",
-                  file=sys.stderr)
-            continue
+    def resolve(script: str) -> list[dict[str, Any]]:
+        argvs = [list(tasks[i].command[2:]) for i in by_script[script]]
+        cmd = [sys.executable, "-m", "playground_gym.run_settings", str(scripts[script]), "--world-size",
+               str(world_size)]
+        try:
+            proc = subprocess.run(cmd, input=json.dumps(argvs), capture_output=True, text=True, timeout=timeout,
+                                  cwd=REPO)
+        except subprocess.TimeoutExpired:
+            raise CampaignError(f"{script}: resolving its settings took over {timeout:.0f} s") from None
         if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise CampaignError(f"{path} --help failed (exit {proc.returncode}): {' | '.join(tail)}")
-        known = set(re.findall(r"--[A-Za-z0-9][A-Za-z0-9_.-]*", proc.stdout + proc.stderr))
-        missing = sorted(used - known - {"--help"})
-        if missing:
-            raise CampaignError(f"{path.name} does not accept {', '.join(missing)} (per its --help); these come from "
-                                f"the preset's PRESET_FLAGS[...][{script!r}] in {Path(__file__).name} or from the "
-                                f"extra flags after --")
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise CampaignError(f"{script}: its settings cannot be resolved (exit {proc.returncode}): {tail[0]}")
+        try:
+            result = json.loads(proc.stdout)
+        except ValueError:
+            raise CampaignError(f"{script}: resolving its settings printed no JSON: {proc.stdout[-300:]!r}") from None
+        if not isinstance(result, list) or len(result) != len(argvs):
+            raise CampaignError(f"{script}: resolving {len(argvs)} command lines gave {type(result).__name__} "
+                                f"of length {len(result) if isinstance(result, list) else '?'}")
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, len(by_script))) as pool:
+        resolved = dict(zip(by_script, pool.map(resolve, by_script)))
+    out = list(tasks)
+    for script, indices in by_script.items():
+        errors = [(tasks[i], r["error"]) for i, r in zip(indices, resolved[script]) if "error" in r]
+        if errors:
+            task, message = errors[0]
+            more = f" ({len(errors) - 1} more of its runs failed too)" if len(errors) > 1 else ""
+            raise CampaignError(f"{script} rejects the planned command of {task.key}: {message}{more}; the flags "
+                                f"come from the preset's PRESET_FLAGS[...][{script!r}] in {Path(__file__).name}, "
+                                f"--total-timesteps or the extra flags after --")
+        for i, r in zip(indices, resolved[script]):
+            out[i] = dataclasses.replace(tasks[i], digest=r["digest"])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- running
@@ -426,15 +472,17 @@ class _Runner:
                 with self.lock:
                     self.procs.pop(task.key, None)
         wall = round(time.time() - started, 1)
-        record.update(returncode=rc, ended=_now(), wall_s=wall)
-        if self.stop.is_set() and not is_complete(task.runs_dir):
+        record.update(returncode=rc, ended=_now(), wall_s=wall, settings_digest=task.digest)
+        done = completed_run(task)
+        if self.stop.is_set() and done is None:
             record.update(status="interrupted", reason="campaign stopped (Ctrl-C / SIGTERM) while running")
         elif timed_out:
             record.update(status="failed", reason=f"timed out after {self.timeout:.0f} s (--timeout)")
-        elif rc == 0 and is_complete(task.runs_dir):
-            record.update(status="ok", reason="")
+        elif rc == 0 and done is not None:
+            record.update(status="ok", reason="", summary=str(done))
         elif rc == 0:
-            record.update(status="failed", reason=f"exited 0 but wrote no summary.json under {task.runs_dir}")
+            record.update(status="failed", reason=f"exited 0 but wrote no summary.json of seed {task.seed} with the "
+                                                  f"planned settings (digest {task.digest}) under {task.runs_dir}")
         else:
             how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
             tail = _tail(task.log, 3)
@@ -524,7 +572,8 @@ def run_tasks(tasks: Sequence[Task], workers: int, timeout: float | None = None,
 
 _SBATCH = """#!/usr/bin/env bash
 # Written by benchmarks/campaign.py: one array task per run; line N+1 of the list below (= commands.txt) is task N
-# ("KEY<TAB>RUNS_DIR<TAB>COMMAND"). Same layout as local runs: logs/KEY.log, status/KEY.json, RUNS_DIR/*/summary.json.
+# ("KEY<TAB>RUNS_DIR<TAB>SETTINGS_DIGEST<TAB>COMMAND"). Same layout as local runs: logs/KEY.log, status/KEY.json,
+# RUNS_DIR/*/summary.json.
 #SBATCH --job-name={job_name}
 #SBATCH --array=0-{last}%{workers}
 #SBATCH --output={slurm_dir}/slurm-%A_%a.out
@@ -538,20 +587,53 @@ export PYTHONUNBUFFERED=1
 LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" <<'PLAYGROUND_GYM_COMMANDS'
 {commands_text}PLAYGROUND_GYM_COMMANDS
 )
-IFS=$'\\t' read -r KEY RUNS_DIR CMD <<< "$LINE"
+IFS=$'\\t' read -r KEY RUNS_DIR DIGEST CMD <<< "$LINE"
 LOG={logs}/$KEY.log
 STATUS={status}/$KEY.json
+TASK="${{SLURM_ARRAY_JOB_ID:-?}}_$SLURM_ARRAY_TASK_ID"
 mkdir -p {logs} {status}
-printf '# run %s\\n# started %s on %s (SLURM job %s task %s)\\n# command: %s\\n\\n' "$KEY" "$(date -Is)" \\
-    "$(hostname)" "${{SLURM_ARRAY_JOB_ID:-?}}" "$SLURM_ARRAY_TASK_ID" "$CMD" > "$LOG"
+json_text() {{  # a JSON string's body: printable ASCII as is, \\ and " escaped, any other byte (control, non-ASCII) as ?
+    printf '%s' "$1" | LC_ALL=C tr -c '\\040-\\176' '?' | sed 's/[\\\\"]/\\\\&/g'
+}}
+record() {{  # STATE RETURNCODE REASON: status/KEY.json, written whole (rename)
+    printf '{{"key": "%s", "status": "%s", "returncode": %s, "reason": "%s", "settings_digest": "%s", "log": "%s", '\\
+'"slurm_task": "%s", "ended": "%s"}}\\n' "$(json_text "$KEY")" "$1" "$2" "$(json_text "$3")" "$DIGEST" \\
+        "$(json_text "$LOG")" "$TASK" "$(date -Is)" > "$STATUS.tmp"
+    mv -f "$STATUS.tmp" "$STATUS"
+}}
+printf '# run %s\\n# started %s on %s (SLURM task %s)\\n# command: %s\\n\\n' "$KEY" "$(date -Is)" "$(hostname)" \\
+    "$TASK" "$CMD" > "$LOG"
+# Until the run ends this record stands: a task killed without warning (SIGKILL, node failure) leaves it.
+record running null "started $(date -Is) on $(hostname); no end recorded (still running, or killed without warning)"
+CHILD=""
+on_signal() {{  # the scheduler's SIGTERM (time limit, scancel, preemption) comes before its SIGKILL: record it
+    trap - TERM INT
+    [ -n "$CHILD" ] && kill -TERM -- "-$CHILD" 2>/dev/null  # the run's process group: the trainer and its children
+    record failed null "killed by the scheduler (SIG$1: time limit, scancel or preemption) after $SECONDS s"
+    exit 143
+}}
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
 set +e
-eval "$CMD" >> "$LOG" 2>&1
+set -m  # job control: the run gets a process group of its own, which on_signal stops as a whole
+eval "$CMD" >> "$LOG" 2>&1 &
+CHILD=$!
+set +m
+wait "$CHILD"  # a trapped signal interrupts the wait at once (a foreground command would delay the trap)
 RC=$?
 set -e
-if [ "$RC" -eq 0 ] && compgen -G "$RUNS_DIR/*/summary.json" > /dev/null; then STATE=ok; REASON=""; \\
-else STATE=failed; REASON="exit code $RC: $(tail -n 1 "$LOG" | tr -d '"\\\\' | cut -c1-300)"; fi
-printf '{{"key": "%s", "status": "%s", "returncode": %s, "reason": "%s", "log": "%s", "ended": "%s"}}\\n' \\
-    "$KEY" "$STATE" "$RC" "$REASON" "$LOG" "$(date -Is)" > "$STATUS"
+trap - TERM INT
+LAST=$(tail -n 1 "$LOG" | cut -c1-300)
+if [ "$RC" -eq 0 ] && grep -qsF "\\"settings_digest\\": \\"$DIGEST\\"" "$RUNS_DIR"/*/summary.json; then
+    record ok 0 ""
+elif [ "$RC" -eq 0 ]; then
+    record failed 0 "exited 0 but wrote no summary.json with the planned settings (digest $DIGEST) under $RUNS_DIR"
+elif [ "$RC" -gt 128 ]; then
+    record failed "$RC" "killed by signal $((RC - 128)) (SIG$(kill -l $((RC - 128)) 2>/dev/null); SIGKILL: out of \\
+memory or the scheduler): $LAST"
+else
+    record failed "$RC" "exit code $RC: $LAST"
+fi
 exit "$RC"
 """
 
@@ -576,7 +658,7 @@ def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequenc
         if gpus_per_run > 1:
             cmd = (f'srun --ntasks=1 --gres=gpu:{gpus_per_run} "$PYTHON" -m torch.distributed.run --standalone '
                    f'--nproc-per-node {gpus_per_run} ' + shlex.join(t.command[1:]))
-        lines.append(f"{t.key}\t{t.runs_dir}\t{cmd}")
+        lines.append(f"{t.key}\t{t.runs_dir}\t{t.digest}\t{cmd}")
     commands.write_text("\n".join(lines) + "\n")
     gres = [f"--gres=gpu:{gpus_per_run}"] if gpus_per_run else []
     opts = "\n".join(f"#SBATCH {o}" for o in [*gres, *options])
@@ -612,8 +694,8 @@ def _epilog() -> str:
         "",
         "output: OUT/runs/<env>/<script>/seed<k>/..., OUT/logs/*.log, OUT/status/*.json, OUT/report.md, "
         "OUT/plots/<env>.png",
-        "rerunning the same command skips runs with a summary.json (failed runs are retried); Ctrl-C stops cleanly "
-        "(exit 130)",
+        "rerunning the same command reuses runs with a summary.json of the same resolved settings and seed (others are "
+        "run; failed runs are retried); Ctrl-C stops cleanly (exit 130)",
     ]
     return "\n".join(lines)
 
@@ -652,8 +734,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: local runs preload playground_gym.cpu_blas's MKL shim where torch's MKL would "
                              "take its AVX2 kernels on an AVX-512 CPU (AMD); default: never")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md and plots at the end")
-    parser.add_argument("--skip-flag-check", action="store_true",
-                        help="do not check the planned flags against each trainer's --help before running")
     parser.add_argument("--scripts-dir", default=str(DEFAULT_SCRIPTS_DIR),
                         help="folder of the trainer scripts NAME.py (for tests and custom trainers; default: "
                              "cleanrl_ppo/)")
@@ -708,7 +788,7 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
     if args.gpus_per_run < 0 or (args.gpus_per_run and not args.slurm):
         raise CampaignError(f"--gpus-per-run: expected an int >= 0 with --slurm; got {args.gpus_per_run}"
                             + ("" if args.slurm else " without --slurm"))
-    reserved = _flag_names(extra) & {"--env-id", "--seed", "--runs-dir"}
+    reserved = _flag_names(extra) & {"--env-id", "--seed", "--runs-dir", "--resume"}
     if reserved:
         raise CampaignError(f"extra trainer flags may not set {', '.join(sorted(reserved))}: the campaign sets them")
     scripts_dir = Path(args.scripts_dir).resolve()
@@ -721,21 +801,30 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
         print(f"campaign: {note}", file=sys.stderr)
 
     tasks = plan_tasks(envs, scripts, range(1, seeds + 1), out, args.preset, args.total_timesteps, extra)
-    todo = [t for t in tasks if not is_complete(t.runs_dir)]
+    tasks = resolve_settings(tasks, scripts, world_size=max(1, args.gpus_per_run))
+    reused = {t.key: completed_run(t) for t in tasks}
+    todo = [t for t in tasks if reused[t.key] is None]
+    other = [t for t in todo if summaries(t.runs_dir)]
     print(f"campaign: preset {args.preset}: {len(envs)} envs x {len(scripts)} trainers x {seeds} seeds = "
-          f"{len(tasks)} runs; {len(tasks) - len(todo)} complete (skipped), {len(todo)} to run; out {out}",
-          file=sys.stderr)
+          f"{len(tasks)} runs; {len(tasks) - len(todo)} complete with the same settings (reused), {len(todo)} to run; "
+          f"out {out}", file=sys.stderr)
+    for t in tasks:
+        if reused[t.key] is not None:
+            print(f"campaign: reused {t.key}: {reused[t.key]}", file=sys.stderr)
+    if other:
+        print(f"campaign: {len(other)} runs to run have summaries of other settings or seeds in their runs dir (kept, "
+              f"not reused; the report shows each setting on its own row): "
+              + ", ".join(t.key for t in other), file=sys.stderr)
     if args.dry_run:
         for t in todo:
             print(shlex.join(t.command))
         return 0
-    if todo and not args.skip_flag_check:
-        check_flags(todo, scripts)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "plan.json", {
         "written": _now(), "preset": args.preset, "scripts": list(scripts), "envs": envs, "seeds": seeds,
         "total_timesteps": args.total_timesteps, "extra_flags": extra, "skipped_envs": notes,
-        "runs": [asdict(t) | {"key": t.key, "complete": t not in todo} for t in tasks]})
+        "runs": [asdict(t) | {"key": t.key, "complete": reused[t.key] is not None,
+                              "reused": None if reused[t.key] is None else str(reused[t.key])} for t in tasks]})
 
     if args.slurm:
         sbatch, commands = write_slurm(todo, out, args.workers, args.sbatch_option, gpus_per_run=args.gpus_per_run)

@@ -3,8 +3,11 @@
     python benchmarks/report.py RUN_ROOT_OR_FOLDER [...] --out DIR
 
 Every folder under the given paths that holds a ``summary.json`` (as written by the cleanrl_ppo trainers) is one
-run. Runs are grouped by (env_id, exp_name); for each group the report gives the number of seeds and the mean ± sample
-standard deviation (ddof=1; a single seed shows its value alone) over seeds of final eval return, strength,
+run. Runs are grouped by (env_id, exp_name, settings digest): runs of other settings (budget, flags, number of ranks;
+see playground_gym.run_settings) are never averaged together but get rows of their own, and a section names the
+flags in which the rows of one (env, trainer) differ. Within a group each seed counts once: of several runs of one
+seed the newest is used and the others are listed. For each group the report gives the number of seeds and the mean ±
+sample standard deviation (ddof=1; a single seed shows its value alone) over seeds of final eval return, strength,
 final_strength, total_reward_ma, SPS and wall time, next to the reference scores of
 ``benchmarks/data/reference_scores.json`` (whose ``_sources`` say where each column comes from and what it measures).
 
@@ -12,9 +15,8 @@ Outputs: ``DIR/report.md`` and ``DIR/plots/<env>.png``: the ``eval/episodic_retu
 files against env steps, one colour per trainer, its mean over seeds as a line, min-max over seeds as a band, each
 seed as a thin line, and the random-policy return (from the summaries) dashed. A run without event files falls back
 to its summary's ``eval_history``. Failed runs recorded by benchmarks/campaign.py (``status/*.json`` in a given
-path, e.g. the campaign's --out folder, or ``--status DIR``) are listed with their reasons.
-
-Importing this module does not import JAX or playground_gym.
+path, e.g. the campaign's --out folder, or ``--status DIR``) are listed with their reasons; a status record that is
+not valid JSON is listed as such, never skipped.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from playground_gym.experiment import TOTAL_REWARD_MA_FRACTION, total_reward_ma
+from playground_gym.run_settings import differing_settings, settings_digest
 
 __all__ = [
     "DEFAULT_REFERENCES",
@@ -82,12 +85,28 @@ class Run:
     def seed(self) -> Any:
         return self.summary.get("seed", self.summary.get("args", {}).get("seed"))
 
+    @property
+    def args(self) -> dict[str, Any]:
+        args = self.summary.get("args")
+        return args if isinstance(args, dict) else {}
+
+    @property
+    def settings(self) -> str:
+        """The settings digest of the run's resolved args (``?`` for a summary without args)."""
+        if not self.args:
+            return "?"
+        return settings_digest(self.args, self.summary.get("world_size") or 1)
+
 
 @dataclass
 class Group:
+    """The runs of one env, trainer and settings digest, one per seed; ``superseded``: older runs of those seeds."""
+
     env_id: str
     exp_name: str
+    settings: str = "?"
     runs: list[Run] = field(default_factory=list)
+    superseded: list[Run] = field(default_factory=list)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -122,11 +141,46 @@ def _seed_key(seed: Any) -> tuple[int, float, str]:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Runs grouped by (env_id, exp_name), sorted by env then trainer."""
-    groups: dict[tuple[str, str], Group] = {}
+    """Runs grouped by (env_id, exp_name, settings digest), sorted so; each seed once per group (its newest run, by
+    summary.json's modification time; the older ones in ``superseded``)."""
+    groups: dict[tuple[str, str, str], Group] = {}
     for run in runs:
-        groups.setdefault((run.env_id, run.exp_name), Group(run.env_id, run.exp_name)).runs.append(run)
+        key = (run.env_id, run.exp_name, run.settings)
+        groups.setdefault(key, Group(*key)).runs.append(run)
+    for g in groups.values():
+        newest: dict[str, Run] = {}
+        for run in sorted(g.runs, key=_mtime):
+            seed = json.dumps(run.seed)
+            if seed in newest:
+                g.superseded.append(newest[seed])
+            newest[seed] = run
+        g.runs = sorted(newest.values(), key=lambda r: (_seed_key(r.seed), str(r.path)))
     return [groups[k] for k in sorted(groups)]
+
+
+def _mtime(run: Run) -> float:
+    try:
+        return (run.path / "summary.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def settings_differences(groups: Sequence[Group]) -> list[str]:
+    """Markdown lines naming, for each (env, trainer) with rows of several settings, the flags in which each row's
+    settings differ from the first row's."""
+    by_pair: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        by_pair.setdefault((g.env_id, g.exp_name), []).append(g)
+    lines = []
+    for (env_id, exp_name), gs in by_pair.items():
+        if len(gs) < 2:
+            continue
+        first = gs[0]
+        for g in gs[1:]:
+            diff = differing_settings(first.runs[0].args, g.runs[0].args)
+            text = "; ".join(f"`{k}` {a!r} vs {b!r}" for k, (a, b) in diff.items()) or "(no args to compare)"
+            lines.append(f"- {env_id} / {exp_name}: settings `{first.settings[:8]}` vs `{g.settings[:8]}`: {text}")
+    return lines
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -170,7 +224,9 @@ def _reference(refs: dict[str, Any], source: str, env_id: str) -> str:
 
 
 def load_statuses(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Status records (``*.json`` written by campaign.py) in ``dirs``; missing folders are ignored."""
+    """Status records (``*.json`` written by campaign.py) in ``dirs``; missing folders are ignored. A record that
+    cannot be read as a JSON object becomes ``{"key": <file stem>, "status": "unreadable", "reason": ...}`` (with a
+    warning on stderr): a run never drops out of the report unseen."""
     out = []
     for d in dirs:
         d = Path(d)
@@ -179,20 +235,23 @@ def load_statuses(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
         for f in sorted(d.glob("*.json")):
             try:
                 rec = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
+                if not isinstance(rec, dict):
+                    raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+            except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
+                print(f"report.py: warning: unreadable status record {f}: {e}", file=sys.stderr)
+                rec = {"key": f.stem, "status": "unreadable", "reason": f"status record {f} is not readable JSON: "
+                                                                        f"{type(e).__name__}: {e}"}
+            out.append(rec)
     return out
 
 
 def render_table(groups: Sequence[Group], refs: dict[str, Any]) -> str:
     """The markdown table: one row per (env, trainer)."""
-    header = ["env", "trainer", "seeds"] + [h for _, h, _ in METRICS] + ["SLM-Lab PPO (ref)", "Playground paper (ref)"]
+    header = ["env", "trainer", "settings", "seeds"] + [h for _, h, _ in METRICS] + ["SLM-Lab PPO (ref)", "Playground paper (ref)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for g in groups:
         seeds = sorted({r.seed for r in g.runs}, key=_seed_key)
-        cells = [g.env_id, g.exp_name, f"{len(g.runs)} ({', '.join(map(str, seeds))})"]
+        cells = [g.env_id, g.exp_name, f"`{g.settings[:8]}`", f"{len(g.runs)} ({', '.join(map(str, seeds))})"]
         for key, _, fmt in METRICS:
             cells.append(_fmt(mean_std(r.summary.get(key) for r in g.runs), fmt, len(g.runs)))
         cells += [_reference(refs, "slm_lab", g.env_id), _reference(refs, "playground_paper", g.env_id)]
@@ -259,8 +318,10 @@ def write_plots(groups: Sequence[Group], out_dir: str | Path) -> list[Path]:
             for s, v in curves:
                 ax.plot(s, v, color=color, alpha=0.3, linewidth=0.8)
             grid, mean, lo, hi = _mean_band(curves)
+            shared = sum(other.exp_name == g.exp_name for other in env_groups) > 1  # name the settings then
+            name = f"{g.exp_name} [{g.settings[:8]}]" if shared else g.exp_name
             ax.plot(grid, mean, color=color, linewidth=2, marker="o", markersize=3,
-                    label=f"{g.exp_name} (mean of {len(curves)})")
+                    label=f"{name} (mean of {len(curves)})")
             if len(curves) > 1:
                 ax.fill_between(grid, lo, hi, color=color, alpha=0.15)
         if baselines:
@@ -321,8 +382,11 @@ def write_report(paths: Sequence[str | Path], out: str | Path, references: str |
     plots = write_plots(groups, out / "plots")
 
     md = [f"# {title}", ""]
-    md += [f"{len(runs)} completed runs in {len(groups)} (env, trainer) groups, read from: "
-           + ", ".join(f"`{p}`" for p in paths) + ".", ""]
+    used = sum(len(g.runs) for g in groups)
+    md += [f"{used} completed runs in {len(groups)} (env, trainer, settings) groups, read from: "
+           + ", ".join(f"`{p}`" for p in paths) + "." + (f" {len(runs) - used} older runs of a seed already counted "
+                                                         f"are left out (listed below)." if used < len(runs) else ""),
+           ""]
     md += list(notes) + ([""] if notes else [])
     md += ["Each cell: mean ± sample std (ddof=1) over seeds (one seed: its value; `(n=k)`: only k seeds had the "
            "value). strength = mean deterministic eval return over the run (after step 0) minus the random-policy "
@@ -331,8 +395,17 @@ def write_report(paths: Sequence[str | Path], out: str | Path, references: str |
            f"{TOTAL_REWARD_MA_FRACTION:.0%} of the run's env steps (from TensorBoard's charts/episodic_return for "
            "summaries written before it was defined so). The SLM-Lab column is SLM-Lab's total_reward_ma (its training "
            "returns, unscaled as ours, at 100M frames); the Playground-paper column its final eval return. "
-           f"References are other setups' scores at other budgets, for orientation only; {DASH} = none.", ""]
+           f"References are other setups' scores at other budgets, for orientation only; {DASH} = none. settings = the "
+           "first digits of the runs' settings digest (playground_gym.run_settings): rows with different digests "
+           "trained with different resolved flags and are never averaged together.", ""]
     md += [render_table(groups, refs) if groups else "_No completed runs (no summary.json found)._", ""]
+    differences = settings_differences(groups)
+    if differences:
+        md += ["## Rows of one env and trainer with different settings", "", *differences, ""]
+    superseded = [(g, r) for g in groups for r in g.superseded]
+    if superseded:
+        md += ["## Runs left out (an older run of a seed with the same settings)", ""]
+        md += [f"- {g.env_id} / {g.exp_name} seed {r.seed}: `{r.path}`" for g, r in superseded] + [""]
     md += ["## Reference sources", "", _sources_text(refs), ""]
     if failed:
         md += ["## Failed runs", "", "| run | status | exit code | reason | log |", "|---|---|---|---|---|"]

@@ -54,6 +54,7 @@ import tyro
 
 import playground_gym
 from playground_gym import cpu_blas, distributed, keys
+from playground_gym.run_settings import settings_digest
 from playground_gym.baselines import random_policy_return
 
 __all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", "total_reward_ma", "ExperimentArgs",
@@ -846,6 +847,7 @@ class Experiment:
             "nan_skipped_updates": int(self.nonfinite_updates.item()),
             "env_trace_counts": dict(self.envs.trace_counts),
             "world_size": self.world.size, "replica_checks": self.replica_checks,
+            "settings_digest": settings_digest(asdict(args), self.world.size),  # see playground_gym.run_settings
             "eval_history": self.eval_history, "train_history": self.train_history, "args": asdict(args),
         }
         path = os.path.join(self.run_dir, "summary.json")

@@ -1,5 +1,6 @@
 """benchmark.sh, benchmarks/campaign.py and benchmarks/report.py: planning, presets, resumability, failure isolation,
-Ctrl-C, SLURM scripts and the aggregated table and plots. No JAX runs here: trainers are tiny fake scripts."""
+Ctrl-C, SLURM scripts and the aggregated table and plots. No env runs here: trainers are tiny fake scripts with the
+real trainers' command line (an ExperimentArgs dataclass), so that campaigns resolve their settings."""
 
 from __future__ import annotations
 
@@ -33,30 +34,40 @@ def _load(name: str):
 campaign = _load("campaign")
 report = _load("report")
 
-# A fake trainer: writes a run folder with summary.json into --runs-dir (eval return = step / 1000 + seed).
+# A fake trainer: the real trainers' command line and summary.json (eval return = step / 1000 + seed), no training.
 GOOD = textwrap.dedent('''
-    import argparse, json, os
-    p = argparse.ArgumentParser()
-    for f in ("--env-id", "--runs-dir", "--exp-name"):
-        p.add_argument(f)
-    for f in ("--seed", "--total-timesteps", "--torch-threads"):
-        p.add_argument(f, type=int)
-    a = p.parse_args()
-    name = a.exp_name or os.path.basename(__file__)[:-3]
-    run = os.path.join(a.runs_dir, f"{a.env_id}__{name}__{a.seed}__0")
-    os.makedirs(run, exist_ok=True)
-    hist = [{"step": s, "wall_time": 1.0, "return": s / 1000 + a.seed} for s in (1024, 2048, 4096)]
-    summary = {"env_id": a.env_id, "exp_name": name, "seed": a.seed, "env_steps": 4096, "wall_time_s": 2.0,
-               "sps": 2048, "final_eval_return": hist[-1]["return"], "strength": 1.0, "final_strength": 2.0,
-               "total_reward_ma": 3.0, "random_policy_return": 0.5, "eval_history": hist, "args": vars(a)}
-    json.dump(summary, open(os.path.join(run, "summary.json"), "w"))
-    print("fake trainer done")
+    import json, os
+    from dataclasses import asdict, dataclass
+    from playground_gym.experiment import ExperimentArgs, cli, parse_args, resolve_args
+    from playground_gym.run_settings import settings_digest
+
+    @dataclass
+    class Args(ExperimentArgs):
+        exp_name: str = os.path.basename(__file__)[:-3]
+        total_timesteps: int = 4096
+        learning_rate: float = 1e-3
+
+    def main(start_time=None):
+        a, _ = resolve_args(parse_args(Args))
+        run = os.path.join(a.runs_dir, f"{a.env_id}__{a.exp_name}__{a.seed}__0")
+        os.makedirs(run, exist_ok=True)
+        hist = [{"step": s, "wall_time": 1.0, "return": s / 1000 + a.seed} for s in (1024, 2048, 4096)]
+        summary = {"env_id": a.env_id, "exp_name": a.exp_name, "seed": a.seed, "env_steps": 4096, "wall_time_s": 2.0,
+                   "sps": 2048, "final_eval_return": hist[-1]["return"], "strength": 1.0, "final_strength": 2.0,
+                   "total_reward_ma": 3.0, "random_policy_return": 0.5, "eval_history": hist, "world_size": 1,
+                   "settings_digest": settings_digest(asdict(a)), "args": asdict(a)}
+        json.dump(summary, open(os.path.join(run, "summary.json"), "w"), indent=2)
+        print("fake trainer done")
+
+    if __name__ == "__main__":
+        cli(main)
 ''')
-BAD = GOOD.replace('a = p.parse_args()', 'a = p.parse_args()\nimport sys\nprint("boom: simulated crash", '
-                                         'file=sys.stderr)\nsys.exit(1)')
-SLOW = GOOD.replace('a = p.parse_args()', 'a = p.parse_args()\nimport time\n'
-                                          'open(os.path.join(os.environ["PIDS_DIR"], str(os.getpid())), "w").close()\n'
-                                          'time.sleep(120)')
+_PARSED = "a, _ = resolve_args(parse_args(Args))"
+BAD = GOOD.replace(_PARSED, _PARSED + '\n    import sys\n    print("boom: simulated crash", file=sys.stderr)\n'
+                                      '    sys.exit(1)')
+SLOW = GOOD.replace(_PARSED, _PARSED + '\n    import time\n'
+                                       '    open(os.path.join(os.environ["PIDS_DIR"], str(os.getpid())), "w").close()\n'
+                                       '    time.sleep(120)')
 
 
 @pytest.fixture
@@ -185,23 +196,55 @@ def test_flags_a_trainer_does_not_accept_fail_up_front(capsys, scripts_dir, tmp_
         campaign.main(["--scripts", "good", "--scripts-dir", str(scripts_dir), "--envs", "PointMass", "--out",
                        str(tmp_path), "--", "--bogus-flag", "1"])
     assert e.value.code == 2
-    assert "good.py does not accept --bogus-flag" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "good rejects the planned command of PointMass__good__1: Unrecognized options: --bogus-flag" in err, err
     assert not (tmp_path / "logs").exists()  # nothing ran
+    (scripts_dir / "plain.py").write_text("print('a script without an Args dataclass')\n")
+    with pytest.raises(SystemExit):
+        campaign.main(["--scripts", "plain", "--scripts-dir", str(scripts_dir), "--out", str(tmp_path), "--dry-run"])
+    assert "plain.py defines no `Args`" in capsys.readouterr().err
 
 
-def test_resumable_dry_run_plans_only_incomplete(capsys, tmp_path):
-    args = ("--envs", "CartpoleBalance,PointMass", "--out", str(tmp_path))
-    _, first, _ = dry(capsys, *args)
-    assert len(first) == 6  # 2 envs x the 3 default trainers
-    for env, script in (("CartpoleBalance", "ppo_continuous"), ("PointMass", "ppo_tanh")):
-        run = tmp_path / "runs" / env / script / "seed1" / f"{env}__{script}__1__123"
-        run.mkdir(parents=True)
-        (run / "summary.json").write_text("{}")
-    (tmp_path / "runs" / "PointMass" / "ppo_continuous" / "seed1" / "partial_run").mkdir(parents=True)  # no summary
-    _, second, err = dry(capsys, *args)
-    done = [ln for ln in first if "CartpoleBalance/ppo_continuous" in ln or "PointMass/ppo_tanh" in ln]
-    assert len(done) == 2 and second == [ln for ln in first if ln not in done]
-    assert "2 complete (skipped), 4 to run" in err
+def test_completion_is_keyed_by_the_resolved_settings(capsys, scripts_dir, tmp_path):
+    """A summary counts as done only for a plan of the same resolved settings and seed; others are kept, not reused."""
+    base = ("--scripts", "good", "--scripts-dir", str(scripts_dir), "--envs", "PointMass", "--out", str(tmp_path))
+    assert campaign.main([*base, "--no-report"]) == 0
+    capsys.readouterr()
+    (summary,) = (tmp_path / "runs").rglob("summary.json")
+    rc, lines, err = dry(capsys, *base)
+    assert rc == 0 and lines == [] and "1 complete with the same settings (reused), 0 to run" in err
+    assert f"reused PointMass__good__1: {summary}" in err
+    for flags, reused in ((["--", "--device", "cpu", "--torch-threads", "2"], True),  # how it runs, not what
+                          (["--", "--learning-rate", "0.001"], True),  # the default, given explicitly
+                          (["--total-timesteps", "999999"], False),
+                          (["--", "--learning-rate", "1e-5"], False),
+                          (["--", "--episode-length", "1000"], True),  # PointMass's official episode length
+                          (["--", "--episode-length", "999"], False)):
+        rc, lines, err = dry(capsys, *base, *flags)
+        assert rc == 0 and len(lines) == (0 if reused else 1), (flags, err)
+        if not reused:
+            assert "have summaries of other settings or seeds in their runs dir (kept, not reused" in err
+    # another seed is another run; a summary without resolved args (or unreadable) is never taken for complete
+    rc, lines, _ = dry(capsys, *base, "--seeds", "2")
+    assert [re.search(r"--seed (\d)", ln).group(1) for ln in lines] == ["2"]
+    summary.write_text("{}")
+    assert len(dry(capsys, *base)[1]) == 1
+    summary.write_text("{not json")
+    assert len(dry(capsys, *base)[1]) == 1
+
+
+def test_real_trainers_resolve_their_settings(tmp_path):
+    """The three trainers resolve a campaign's command lines (official per-env values filled in) to digests."""
+    scripts = campaign.resolve_scripts(",".join(campaign.KNOWN_SCRIPTS), campaign.DEFAULT_SCRIPTS_DIR)
+    tasks = campaign.plan_tasks(["CartpoleBalance", "PointMass"], scripts, [1, 2], tmp_path, "smoke", None, [])
+    resolved = campaign.resolve_settings(tasks, scripts)
+    digests = {(t.env_id, t.script, t.seed): t.digest for t in resolved}
+    assert all(len(d) == 16 for d in digests.values())
+    assert digests[("PointMass", "ppo_tanh", 1)] == digests[("PointMass", "ppo_tanh", 2)]  # seeds share settings
+    assert len({digests[(e, s, 1)] for e in ("CartpoleBalance", "PointMass") for s in scripts}) == 6
+    with pytest.raises(campaign.CampaignError, match="ppo_multiunroll rejects the planned command"):
+        campaign.resolve_settings(campaign.plan_tasks(["PointMass"], {"ppo_multiunroll": scripts["ppo_multiunroll"]},
+                                                      [1], tmp_path, "smoke", None, ["--num-envs", "15"]), scripts)
 
 
 def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, tmp_path):
@@ -215,7 +258,8 @@ def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, t
     for key, s in statuses.items():
         if "__good__" in key:
             assert s["status"] == "ok" and s["returncode"] == 0
-            assert campaign.is_complete(s["runs_dir"])
+            assert campaign.completed_run(campaign.Task(**{f: s[f] for f in ("env_id", "script", "seed", "runs_dir")},
+                                                        command=(), log="", status="", digest=s["settings_digest"]))
         else:
             assert s["status"] == "failed" and s["returncode"] == 1
             assert "exit code 1" in s["reason"] and "boom: simulated crash" in s["reason"]
@@ -224,7 +268,7 @@ def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, t
     assert log.startswith("# run PointMass__bad__2") and "# command: " in log and "boom" in log
     assert "4 ok, 4 failed" in printed
     md = (out / "report.md").read_text()
-    assert "| CartpoleBalance | good | 2 (1, 2) | 5.6 ± 0.7 |" in md  # final eval 5.096 and 6.096
+    assert re.search(r"\| CartpoleBalance \| good \| `[0-9a-f]{8}` \| 2 \(1, 2\) \| 5.6 ± 0.7 \|", md)  # 5.096, 6.096
     assert "## Failed runs" in md and "PointMass__bad__1" in md and "boom: simulated crash" in md
     assert (out / "plots" / "CartpoleBalance.png").stat().st_size > 0
     plan = json.loads((out / "plan.json").read_text())
@@ -243,8 +287,8 @@ def test_cpu_blas_shim_reaches_local_runs_unless_turned_off(capsys, scripts_dir,
     shim = str(cpu_blas.build_shim(tmp_path / "shim"))
     monkeypatch.setattr(campaign, "cpu_blas_preload", lambda: shim)  # as on an AMD CPU with AVX-512
     monkeypatch.delenv("LD_PRELOAD", raising=False)
-    (scripts_dir / "probe.py").write_text(GOOD.replace('"args": vars(a)}',
-                                                       '"args": vars(a), "ld_preload": os.environ.get("LD_PRELOAD")}'))
+    (scripts_dir / "probe.py").write_text(GOOD.replace('"args": asdict(a)}',
+                                                       '"args": asdict(a), "ld_preload": os.environ.get("LD_PRELOAD")}'))
     seen = {}
     for mode in ("auto", "default"):
         out = tmp_path / mode
@@ -257,12 +301,16 @@ def test_cpu_blas_shim_reaches_local_runs_unless_turned_off(capsys, scripts_dir,
 
 
 def test_exit_0_without_summary_and_timeout_are_failures(capsys, scripts_dir, tmp_path):
-    (scripts_dir / "nosummary.py").write_text("import sys\nprint('ok but nothing written')\n")
-    rc = campaign.main(["--scripts", "nosummary", "--scripts-dir", str(scripts_dir), "--envs", "PointMass",
-                        "--out", str(tmp_path), "--skip-flag-check", "--no-report"])
+    (scripts_dir / "nosummary.py").write_text(GOOD.replace("json.dump(summary, open(os.path.join(run, \"summary.json\"), \"w\"), indent=2)", "pass"))
+    # a trainer whose summary records other settings than the plan resolved (here: it ignores --learning-rate)
+    (scripts_dir / "othersettings.py").write_text(GOOD.replace(_PARSED, _PARSED + "\n    a.learning_rate = 0.5"))
+    rc = campaign.main(["--scripts", "nosummary,othersettings", "--scripts-dir", str(scripts_dir), "--envs",
+                        "PointMass", "--out", str(tmp_path), "--no-report"])
     assert rc == 1
-    s = json.loads((tmp_path / "status" / "PointMass__nosummary__1.json").read_text())
-    assert s["status"] == "failed" and "exited 0 but wrote no summary.json" in s["reason"]
+    for name in ("nosummary", "othersettings"):
+        s = json.loads((tmp_path / "status" / f"PointMass__{name}__1.json").read_text())
+        assert s["status"] == "failed" and "exited 0 but wrote no summary.json of seed 1 with the planned settings" \
+            in s["reason"], s
 
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -294,7 +342,7 @@ def test_ctrl_c_stops_children_and_exits_130(scripts_dir, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PIDS_DIR=str(pids))
     proc = subprocess.Popen([str(BENCHMARK_SH), "--scripts", "slow", "--scripts-dir", str(scripts_dir), "--envs",
                              "CartpoleBalance,PointMass,ReacherEasy", "--workers", "2", "--out", str(tmp_path / "out"),
-                             "--skip-flag-check"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             ], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             # a shell that started pytest in the background leaves SIGINT ignored, and an ignored
                             # signal stays ignored across exec: give the campaign a Ctrl-C as a terminal would
@@ -325,7 +373,7 @@ def test_slurm_script_runs_a_task_like_the_local_runner(capsys, scripts_dir, tmp
     assert "#SBATCH --array=0-3%3" in sbatch and "#SBATCH --time=01:00:00" in sbatch
     commands = (out / "slurm" / "commands.txt").read_text().splitlines()
     assert len(commands) == 4
-    assert commands[0].startswith(f"PointMass__good__1\t{out}/runs/PointMass/good/seed1\t\"$PYTHON\" ")
+    assert re.match(rf'PointMass__good__1\t{out}/runs/PointMass/good/seed1\t[0-9a-f]{{16}}\t"\$PYTHON" ', commands[0])
     assert subprocess.run(["bash", "-n", str(out / "slurm" / "benchmark.sbatch")]).returncode == 0
     for task, expected_rc in ((0, 0), (1, 1)):  # good seed 1, bad seed 1 (seed-major order)
         env = dict(os.environ, PYTHON=sys.executable, SLURM_ARRAY_TASK_ID=str(task))
@@ -337,11 +385,76 @@ def test_slurm_script_runs_a_task_like_the_local_runner(capsys, scripts_dir, tmp
     assert "boom" in (out / "logs" / "PointMass__bad__1.log").read_text()
     # the same report works on the cluster's output
     md = report.write_report([out], out).read_text()
-    assert "| PointMass | good | 1 (1) |" in md and "PointMass__bad__1" in md
+    assert re.search(r"\| PointMass \| good \| `[0-9a-f]{8}` \| 1 \(1\) \|", md) and "PointMass__bad__1" in md
     if shutil.which("sbatch") is None:
         rc = campaign.main(["--scripts", "good", "--scripts-dir", str(scripts_dir), "--envs", "ReacherEasy",
-                            "--out", str(out), "--slurm", "--submit", "--skip-flag-check"])
+                            "--out", str(out), "--slurm", "--submit"])
         assert rc == 1 and "sbatch not found" in capsys.readouterr().err
+
+
+def test_slurm_task_records_scheduler_kills_and_any_failure_text_as_valid_json(scripts_dir, tmp_path):
+    """The batch script's SIGTERM (time limit, scancel) leaves a failure record, a task that never ends leaves its
+    'running' record, and a last log line with control characters, quotes and non-ASCII still makes valid JSON."""
+    crash = r'print("\x1b[31mboom\x07 \"q\" \\ t\there \u00b1 end", file=sys.stderr)'
+    (scripts_dir / "ansi.py").write_text(BAD.replace('print("boom: simulated crash", file=sys.stderr)', crash))
+    out = tmp_path / "out"
+    assert campaign.main(["--scripts", "ansi,slow", "--scripts-dir", str(scripts_dir), "--envs", "PointMass",
+                          "--out", str(out), "--slurm"]) == 0
+    sbatch = str(out / "slurm" / "benchmark.sbatch")
+    env = dict(os.environ, PYTHON=sys.executable, SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_JOB_ID="77")
+    assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 1
+    rec = json.loads((out / "status" / "PointMass__ansi__1.json").read_bytes().decode("ascii"))
+    assert rec["status"] == "failed" and rec["returncode"] == 1 and rec["slurm_task"] == "77_0"
+    assert rec["reason"].startswith("exit code 1: ?[31mboom? \"q\" \\ t?here ") and rec["reason"].endswith(" end")
+    report_md = report.write_report([out], out).read_text()
+    assert "PointMass__ansi__1" in report_md  # listed among the failed runs, not skipped
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen(["bash", sbatch], env=dict(env, SLURM_ARRAY_TASK_ID="1", PIDS_DIR=str(pids)))
+    deadline = time.time() + 60
+    while not list(pids.iterdir()) and time.time() < deadline:
+        time.sleep(0.2)
+    (trainer,) = [int(p.name) for p in pids.iterdir()]
+    running = json.loads((out / "status" / "PointMass__slow__1.json").read_text())
+    assert running["status"] == "running" and "no end recorded" in running["reason"]
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends at the time limit, before its SIGKILL
+    assert proc.wait(timeout=30) == 143
+    killed = json.loads((out / "status" / "PointMass__slow__1.json").read_text())
+    assert killed["status"] == "failed" and "killed by the scheduler (SIGTERM" in killed["reason"]
+    deadline = time.time() + 10
+    while _alive(trainer) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(trainer)
+
+
+def test_report_never_averages_other_settings_or_a_seed_twice(tmp_path, capsys):
+    """Runs of other settings get rows of their own with the differing flags named; a seed run twice with the same
+    settings counts once (the newest), the other is listed; an unreadable status record is listed, not skipped."""
+    root = tmp_path / "runs"
+    base = {"env_id": "CartpoleBalance", "exp_name": "ppo_continuous", "total_timesteps": 800_000, "num_envs": 64}
+    for seed, final, args in ((1, 900.0, base), (2, 950.0, base), (1, 10.0, {**base, "total_timesteps": 4096}),
+                              (2, 20.0, {**base, "total_timesteps": 4096})):
+        run = _write_run(root / str(args["total_timesteps"]), "CartpoleBalance", "ppo_continuous", seed, final,
+                         [final])
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "args": {**args, "seed": seed}}))
+    time.sleep(0.05)  # the rerun of seed 1 is the newest summary
+    again = _write_run(root / "rerun", "CartpoleBalance", "ppo_continuous", 1, 1000.0, [1000.0])
+    summary = json.loads((again / "summary.json").read_text())
+    (again / "summary.json").write_text(json.dumps({**summary, "args": {**base, "seed": 1}}))
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "X__y__1.json").write_text('{"key": "X__y__1", "reason": "a\x1bb"}')  # raw control char
+    md = report.write_report([root], tmp_path / "rep", status_dirs=[tmp_path / "status"]).read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| CartpoleBalance")]
+    assert len(rows) == 2
+    finals = sorted(ln.split("|")[5].strip() for ln in rows)
+    assert finals == ["15.0 ± 7.1", f"975.0 ± {np.std([950.0, 1000.0], ddof=1):.1f}"]  # never 900 and 1000 of seed 1
+    assert all("| 2 (1, 2) |" in ln for ln in rows)
+    assert "`total_timesteps` 4096 vs 800000" in md or "`total_timesteps` 800000 vs 4096" in md
+    assert "older runs of a seed already counted are left out" in md and "seed 1" in md
+    assert "X__y__1 | unreadable |" in md and "not readable JSON" in md
+    assert "unreadable status record" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -362,7 +475,8 @@ def _write_run(root: Path, env: str, trainer: str, seed: int, final: float, tb_r
                "wall_time_s": 10.0 * seed, "sps": 100 * seed, "final_eval_return": final,
                "strength": final - 50.0, "final_strength": final - 10.0, "total_reward_ma": final / 2,
                "random_policy_return": 10.0, "eval_deterministic": True, "nan_skipped_updates": 0,
-               "eval_history": [{"step": 1, "wall_time": 0.0, "return": -1.0}], "args": {},
+               "eval_history": [{"step": 1, "wall_time": 0.0, "return": -1.0}],
+               "args": {"env_id": env, "exp_name": trainer, "seed": seed},
                "train_history": [{"step": steps[-1], "return": final / 2}]}
     (run / "summary.json").write_text(json.dumps(summary))
     return run
@@ -409,17 +523,17 @@ def test_report_on_synthetic_runs(tmp_path):
     assert len(rows) == 4
     row = rows[("CartpoleBalance", "ppo_continuous")]
     std = np.std([100.0, 200.0], ddof=1)  # 70.7
-    assert row[2] == "2 (1, 2)"
-    assert row[3] == f"150.0 ± {std:.1f}"  # final eval return
-    assert row[4] == f"100.0 ± {std:.1f}"  # strength
-    assert row[5] == f"140.0 ± {std:.1f}"  # final_strength
-    assert row[6] == f"75.0 ± {std / 2:.1f}"  # total_reward_ma
-    assert row[7] == f"150 ± {np.std([100, 200], ddof=1):.0f}"  # SPS
-    assert row[8] == f"15 ± {np.std([10, 20], ddof=1):.0f}"  # wall time
+    assert re.fullmatch("`[0-9a-f]{8}`", row[2]) and row[3] == "2 (1, 2)"
+    assert row[4] == f"150.0 ± {std:.1f}"  # final eval return
+    assert row[5] == f"100.0 ± {std:.1f}"  # strength
+    assert row[6] == f"140.0 ± {std:.1f}"  # final_strength
+    assert row[7] == f"75.0 ± {std / 2:.1f}"  # total_reward_ma
+    assert row[8] == f"150 ± {np.std([100, 200], ddof=1):.0f}"  # SPS
+    assert row[9] == f"15 ± {np.std([10, 20], ddof=1):.0f}"  # wall time
     refs = json.loads(report.DEFAULT_REFERENCES.read_text())
-    assert row[9] == f"{refs['slm_lab']['CartpoleBalance']['value']:.1f}"
-    assert row[10] == "\u2014"  # no verified Playground-paper number
-    assert rows[("PointMass", "ppo_tanh")][3] == f"1.5 ± {np.std([1.0, 2.0], ddof=1):.1f}"
+    assert row[10] == f"{refs['slm_lab']['CartpoleBalance']['value']:.1f}"
+    assert row[11] == "\u2014"  # no verified Playground-paper number
+    assert rows[("PointMass", "ppo_tanh")][4] == f"1.5 ± {np.std([1.0, 2.0], ddof=1):.1f}"
     for env in ("CartpoleBalance", "PointMass"):
         png = tmp_path / "rep" / "plots" / f"{env}.png"
         assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

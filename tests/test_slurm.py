@@ -35,16 +35,18 @@ def test_a_campaign_submitted_to_slurm_runs_records_and_reports(cluster, tmp_pat
     scripts = tmp_path / "trainers"  # the real trainer, and one that crashes after parsing its flags
     scripts.mkdir()
     shutil.copy(ROOT / "cleanrl_ppo" / "ppo_continuous.py", scripts / "ppo_continuous.py")
-    (scripts / "crashes.py").write_text("import sys\nprint('crashes: simulated failure', file=sys.stderr)\n"
-                                        "sys.exit(3)\n")
+    trainer = (ROOT / "cleanrl_ppo" / "ppo_continuous.py").read_text()  # its flags, so the campaign resolves them
+    crash = '\n    import sys\n    print("crashes: simulated failure", file=sys.stderr)\n    sys.exit(3)'
+    (scripts / "crashes.py").write_text(trainer.replace('if __name__ == "__main__":', 'if __name__ == "__main__":' + crash))
     out = tmp_path / "out"
     env = dict(cluster, PYTHON=sys.executable)
     submitted = []
-    for script, envs in (("ppo_continuous", "CartpoleBalance,PointMass"), ("crashes", "CartpoleBalance")):
+    # the crashing copy is not a known trainer, so the smoke preset gives it only --total-timesteps: a batch to fit
+    for script, envs, extra in (("ppo_continuous", "CartpoleBalance,PointMass", []),
+                                ("crashes", "CartpoleBalance", ["--", "--num-envs", "16", "--num-steps", "64"])):
         result = subprocess.run([str(ROOT / "benchmark.sh"), "--preset", "smoke", "--scripts", script, "--scripts-dir",
                                  str(scripts), "--envs", envs, "--workers", "2", "--out", str(out), "--slurm",
-                                 "--submit", "--skip-flag-check"], env=env, capture_output=True, text=True,
-                                timeout=120)
+                                 "--submit", *extra], env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         submitted.append(re.search(r"Submitted batch job (\d+)", result.stdout).group(1))
     for job in submitted:
@@ -61,9 +63,10 @@ def test_a_campaign_submitted_to_slurm_runs_records_and_reports(cluster, tmp_pat
     crashed = status["CartpoleBalance__crashes__1"]
     assert crashed["status"] == "failed" and crashed["returncode"] == 3
     assert "exit code 3" in crashed["reason"] and "simulated failure" in crashed["reason"]
-    assert "SLURM job" in (out / "logs" / "CartpoleBalance__crashes__1.log").read_text()
+    assert "SLURM task" in (out / "logs" / "CartpoleBalance__crashes__1.log").read_text()
     md = report.write_report([out], out).read_text()
-    assert "| CartpoleBalance | ppo_continuous | 1 (1) |" in md and "| PointMass | ppo_continuous | 1 (1) |" in md
+    for env_id in ("CartpoleBalance", "PointMass"):
+        assert re.search(rf"\| {env_id} \| ppo_continuous \| `[0-9a-f]{{8}}` \| 1 \(1\) \|", md), md
     assert "CartpoleBalance__crashes__1" in md  # failures are listed with their reason
 
 

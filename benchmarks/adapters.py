@@ -1,7 +1,7 @@
 """Other libraries' PPO through playground_gym's adapters, next to our ppo_continuous, at the same env-step budget.
 
     python benchmarks/adapters.py --env-id CartpoleBalance --total-timesteps 300000 --seeds 1 2 3 \
-        --out docs/benchmarks/adapters          # the README's table
+        --out docs/benchmarks/adapters          # the table of docs/libraries.md
 
 Each run is its own subprocess (fresh JIT caches), runs interleaved seed by seed (sb3 1, rsl_rl 1, skrl 1, ours 1,
 sb3 2, ...) so machine noise hits all alike. 64 envs everywhere; each library with its documented defaults where it

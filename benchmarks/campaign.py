@@ -344,7 +344,7 @@ def _flag_names(args: Sequence[str]) -> set[str]:
 def resolve_settings(tasks: Sequence[Task], scripts: dict[str, Path], world_size: int = 1,
                      timeout: float = 300) -> list[Task]:
     """``tasks`` with their settings digests, resolved by each trainer itself (one ``python -m
-    playground_gym.run_settings`` process per trainer, in parallel; ~10 s: each imports torch and JAX).
+    playground_gym.resolve`` process per trainer, in parallel; ~10 s: each imports torch and JAX).
 
     Raises:
         CampaignError: a trainer rejects a planned command line (its own one-line error, with the run and where the
@@ -356,7 +356,7 @@ def resolve_settings(tasks: Sequence[Task], scripts: dict[str, Path], world_size
 
     def resolve(script: str) -> list[dict[str, Any]]:
         argvs = [list(tasks[i].command[2:]) for i in by_script[script]]
-        cmd = [sys.executable, "-m", "playground_gym.run_settings", str(scripts[script]), "--world-size",
+        cmd = [sys.executable, "-m", "playground_gym.resolve", str(scripts[script]), "--world-size",
                str(world_size)]
         try:
             proc = subprocess.run(cmd, input=json.dumps(argvs), capture_output=True, text=True, timeout=timeout,
@@ -445,8 +445,8 @@ class _Runner:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             if self.workers > 1:  # parallel runs would all pin their JAX to the same CPU (backend.pin_jax_cpu)
                 env["PLAYGROUND_GYM_PIN_JAX_CPU"] = "0"
-            if self.preload:  # playground_gym.cpu_blas: torch's MKL on its AVX-512 kernels on an AMD CPU
-                from playground_gym.cpu_blas import preload_env
+            if self.preload:  # tools/mkl_shim.py: torch's MKL on its AVX-512 kernels on an AMD CPU
+                preload_env = _mkl_shim().preload_env
 
                 env = preload_env(env, self.preload)
             try:
@@ -731,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
                         help="extra #SBATCH line, e.g. --sbatch-option=--gres=gpu:1 (repeatable)")
     parser.add_argument("--cpu-blas", choices=["auto", "default"], default="auto",
-                        help="auto: local runs preload playground_gym.cpu_blas's MKL shim where torch's MKL would "
+                        help="auto: local runs preload tools/mkl_shim.py's MKL shim where torch's MKL would "
                              "take its AVX2 kernels on an AVX-512 CPU (AMD); default: never")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md and plots at the end")
     parser.add_argument("--scripts-dir", default=str(DEFAULT_SCRIPTS_DIR),
@@ -740,11 +740,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mkl_shim():
+    """tools/mkl_shim.py (a CPU benchmarking tool kept outside the package)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import mkl_shim
+
+    return mkl_shim
+
+
 def cpu_blas_preload() -> str | None:
     """The MKL shim's path where this machine's torch would run MKL's AVX2 kernels on an AVX-512 CPU (AMD), else
     None; a shim that cannot be built is a note, not an error (the runs are slower, not wrong)."""
-    from playground_gym import cpu_blas
-
+    cpu_blas = _mkl_shim()
     try:
         path = cpu_blas.preload_path()
     except cpu_blas.CPUBlasError as e:
@@ -752,7 +759,7 @@ def cpu_blas_preload() -> str | None:
         return None
     if path is None:
         return None
-    print(f"campaign: runs preload {path} (playground_gym.cpu_blas: MKL's AVX-512 kernels on this CPU; "
+    print(f"campaign: runs preload {path} (tools/mkl_shim.py: MKL's AVX-512 kernels on this CPU; "
           f"--cpu-blas default turns it off)", file=sys.stderr)
     return str(path)
 
@@ -862,7 +869,7 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
                         + f"; this invocation ran {len(todo)} runs in {wall:.0f} s with {args.workers} workers."]
             notes_md += [f"Note: {n}." for n in notes]
             if preload:
-                notes_md.append("Runs preloaded playground_gym.cpu_blas's MKL shim (torch's matmuls on MKL's AVX-512 "
+                notes_md.append("Runs preloaded tools/mkl_shim.py's MKL shim (torch's matmuls on MKL's AVX-512 "
                                 "kernels on this AMD CPU).")
             path = report.write_report([out / "runs"], out, status_dirs=[out / "status"],
                                        title=f"Benchmark report ({args.preset})", notes=notes_md)

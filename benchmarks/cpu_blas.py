@@ -1,4 +1,4 @@
-"""torch's CPU matmuls with and without playground_gym.cpu_blas's MKL shim, in fresh processes, interleaved.
+"""torch's CPU matmuls with and without tools/mkl_shim.py's MKL shim, in fresh processes, interleaved.
 
     python benchmarks/cpu_blas.py --rounds 4 --out docs/benchmarks/cpu_blas
 
@@ -34,7 +34,8 @@ def worker() -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from trainer_harness import load_trainer
 
-    from playground_gym import cpu_blas
+    sys.path.insert(0, str(ROOT / "tools"))  # tools/mkl_shim.py: outside the package
+    import mkl_shim as cpu_blas
 
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.worker:
         print(json.dumps(worker()))
         return
-    from playground_gym import cpu_blas
+    sys.path.insert(0, str(ROOT / "tools"))  # tools/mkl_shim.py: outside the package
+    import mkl_shim as cpu_blas
 
     shim = cpu_blas.build_shim()
     runs: dict[str, list[dict]] = {"plain": [], "shim": []}

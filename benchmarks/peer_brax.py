@@ -129,7 +129,8 @@ def run_ours(cfg, seed, num_eval_envs, workdir, extra, preload=None):
            "--num-eval-envs", str(num_eval_envs), "--checkpoint-interval", "0", "--runs-dir", str(runs),
            *([] if cfg["full_reset"] else ["--no-full-reset"]), *extra]
     t = time.time()
-    from playground_gym.cpu_blas import preload_env
+    sys.path.insert(0, str(ROOT / "tools"))  # tools/mkl_shim.py: outside the package
+    from mkl_shim import preload_env
 
     subprocess.run(cmd, check=True, cwd=ROOT, env=preload_env(dict(os.environ, PYTHONUNBUFFERED="1"), preload))
     wall = time.time() - t
@@ -219,7 +220,7 @@ def main(argv=None):
     parser.add_argument("--trainer-arg", action="append", default=[],
                         help="extra ppo_multiunroll flag for both sides, e.g. --trainer-arg=--num-envs=64")
     parser.add_argument("--cpu-blas", choices=["auto", "default"], default="auto",
-                        help="auto: run ours with playground_gym.cpu_blas's MKL shim preloaded where torch's MKL would "
+                        help="auto: run ours with tools/mkl_shim.py's MKL shim preloaded where torch's MKL would "
                              "take its AVX2 kernels on an AVX-512 CPU (AMD); default: never (Brax's XLA uses no MKL)")
     parser.add_argument("--worker-brax", help=argparse.SUPPRESS)
     parser.add_argument("--seed-one", type=int, help=argparse.SUPPRESS)
@@ -232,7 +233,8 @@ def main(argv=None):
     if a.num_evals is not None:
         extra += ["--num-evals", str(a.num_evals)]
     cfg = resolved_config(a.env_id, a.preset, a.total_timesteps, extra)
-    from playground_gym import cpu_blas
+    sys.path.insert(0, str(ROOT / "tools"))
+    import mkl_shim as cpu_blas
 
     preload = cpu_blas.preload_path() if a.cpu_blas == "auto" else None  # host-side only: harmless on a GPU run
     cfg["cpu_blas"] = "mkl-avx512-shim" if preload else "default"  # part of the key: results of both never mix

@@ -1,6 +1,6 @@
 """Generate playground_gym/data/random_policy_returns.json: each env's return under uniform random actions.
 
-The trainers' ``strength`` score is "return minus the env's random-policy return" (README, "Benchmark campaigns"); this
+The trainers' ``strength`` score is "return minus the env's random-policy return" (docs/campaigns.md); this
 script measures that baseline. For each env: ``num_envs`` parallel envs with the official episode length
 and action repeat, actions uniform in [-1, 1] from a seeded torch generator, one full episode each, and
 the mean undiscounted (unscaled) return read from ``info["episode"]["r"]``.

@@ -2,7 +2,7 @@
 
     python benchmarks/trainer_phases.py ppo_multiunroll --env-id CartpoleBalance --preset cpu \\
         --total-timesteps 262144 --torch-threads 2 --no-full-reset --checkpoint-interval 0 [--compile]
-    LD_PRELOAD=$(python -m playground_gym.cpu_blas) python benchmarks/trainer_phases.py ppo_multiunroll ...
+    LD_PRELOAD=$(python tools/mkl_shim.py) python benchmarks/trainer_phases.py ppo_multiunroll ...
 
 The trainer (cleanrl_ppo/<name>.py) runs as usual with the flags given; each call of its module-level `rollout` and
 `update` and of `playground_gym.experiment.evaluate` is timed (wall clock, the trainers do no host sync inside them

@@ -96,7 +96,7 @@ class Args(ExperimentArgs):
         "clip_coef": "clipping_epsilon", "ent_coef": "entropy_cost", "max_grad_norm": "max_grad_norm",
         "actor_hidden_sizes": "policy_hidden_layer_sizes", "critic_hidden_sizes": "value_hidden_layer_sizes",
     }
-    # --preset cpu: Brax's schedule at a 2-core CPU's scale (README, "ppo_multiunroll"): 64 envs x 8 unrolls x 32 steps =
+    # --preset cpu: Brax's schedule at a 2-core CPU's scale (docs/trainers.md, "ppo_multiunroll"): 64 envs x 8 unrolls x 32 steps =
     # 16384 steps per update, 8 minibatches of 64 segments x 10 epochs (~5 SGD steps per 1k env steps, as CleanRL's
     # defaults), reward_scaling 0.1 so the 5x256 critic's targets are O(10), no forced resets; 80 updates (at
     # action_repeat 1), evaluated before training and every 5

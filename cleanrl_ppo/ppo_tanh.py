@@ -3,7 +3,7 @@
 # (state-dependent std softplus(raw) + 0.001); actions are tanh of a pre-tanh Normal sample, the PRE-tanh sample is
 # stored and log-probs are computed on it (no atanh), with the log-det-Jacobian in the stable form
 # 2*(log 2 - x - softplus(-2x)). Networks and optimiser settings are ppo_continuous.py's (Brax's DM Control networks,
-# 4x32 / 5x256 SiLU with lecun-uniform init, are a flag away; README: why they are not the default here).
+# 4x32 / 5x256 SiLU with lecun-uniform init, are a flag away; docs/trainers.md: why they are not the default here).
 # Differences from CleanRL's ppo_continuous_action.py: environments are playground_gym's device-resident vector envs
 # (each episode from a fresh initial state); time-limit ends bootstrap from V(final_obs) and cut the GAE trace;
 # observations are normalised by a running mean/std saved with the model; per-env defaults come from

@@ -1,6 +1,6 @@
 """playground_gym: MuJoCo Playground tasks as device-resident Gymnasium vector envs for PyTorch.
 
-Example:
+Examples:
     >>> import gymnasium as gym
     >>> import playground_gym
     >>> envs = gym.make_vec("playground/CartpoleBalance", num_envs=16, device="cpu")
@@ -21,7 +21,7 @@ from playground_gym.vector_env import PlaygroundVectorEnv, make_vec  # noqa: E40
 
 register_envs()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MENAGERIE_ENV_VAR",

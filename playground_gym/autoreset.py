@@ -5,7 +5,7 @@ lengths, capturing the true terminal observation, same-step autoreset) happens i
 function, so a step is one dispatch with no host round trip. The functions here are pure; the
 :class:`~playground_gym.vector_env.PlaygroundVectorEnv` holds the carry between calls.
 
-Example:
+Examples:
     >>> import jax
     >>> from playground_gym.loading import load_env
     >>> from playground_gym.autoreset import EpisodeSpec, make_vector_functions
@@ -127,7 +127,7 @@ class Packer:
     arrays between steps instead makes that cost independent of the model; unpacking is slicing inside
     the compiled function, which XLA fuses into the consumers.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> tree = {"a": jnp.zeros((3, 2)), "b": jnp.ones((3,), jnp.int32), "c": jnp.ones((3, 2, 2))}
         >>> packer = Packer(tree)
@@ -193,7 +193,7 @@ class BytePacker:
         groups: the same per run of one dtype: (start byte, stop byte, dtype, [(leaf, size, shape)]).
         treedef: the tree structure the host rebuilds from the views.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, numpy as np
         >>> tree = {"done": jnp.array([True, False]), "obs": jnp.ones((2, 3)), "len": jnp.array([1, 2], jnp.int32)}
         >>> packer = BytePacker(tree)

@@ -4,7 +4,7 @@ This module is imported first by :mod:`playground_gym`, before anything imports 
 environment variables JAX reads when it initialises its backend are in place. Every variable is only
 *defaulted*: a value the user already exported wins.
 
-Example:
+Examples:
     >>> from playground_gym import backend
     >>> backend.resolve_device("cpu").platform
     'cpu'
@@ -155,7 +155,7 @@ def pin_jax_cpu(device: Any = None, torch_threads: int | None = None) -> int | N
     Returns:
         The CPU the calling thread and JAX's threads now run on, or ``None`` when nothing was changed.
 
-    Example:
+    Examples:
         >>> from playground_gym import backend
         >>> backend.pin_jax_cpu(device="cuda") is None  # not a CPU run: nothing to do
         True
@@ -288,7 +288,7 @@ def silence_stderr(enabled: bool = True) -> Iterator[None]:
     cannot catch. The original descriptor is restored on exit, also when the body raises, so the
     process's stderr is never redirected for good.
 
-    Example:
+    Examples:
         >>> with silence_stderr():
         ...     print("hidden", file=sys.stderr)
     """

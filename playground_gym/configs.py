@@ -2,11 +2,11 @@
 
 Importing MuJoCo Playground costs seconds (it imports MJX and every env module), so what is read from it here (the
 ids per suite, each env's official settings) is kept as a small JSON snapshot next to the trace cache
-(:mod:`playground_gym.trace_cache`), keyed by the playground and brax versions, the files of the Playground package
-that Python would import (:func:`playground_gym.trace_cache.playground_digest`: an edited source checkout is not
+(:func:`playground_gym.provenance.cache_dir`), keyed by the playground and brax versions, the files of the Playground package
+that Python would import (:func:`playground_gym.provenance.playground_digest`: an edited source checkout is not
 served the settings of another) and this package's source: a warm process starts without importing Playground. An unreadable snapshot is ignored and rewritten.
 
-Example:
+Examples:
     >>> import playground_gym
     >>> len(playground_gym.list_envs("dm_control_suite"))
     25
@@ -26,20 +26,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SUITES", "ENV_PREFIX", "list_envs", "official_config", "resolve_env_id", "suite_of"]
+from playground_gym import provenance
+
+__all__ = ["SUITES", "ENV_PREFIX", "EnvId", "list_envs", "official_config", "resolve_env_id", "suite_of"]
 
 SUITES = ("dm_control_suite", "locomotion", "manipulation")
 ENV_PREFIX = "playground/"
 
 
 def _snapshot_path() -> Path | None:
-    from playground_gym import trace_cache
-
-    folder = trace_cache.cache_dir()
+    folder = provenance.cache_dir()
     if folder is None:
         return None
-    key = [trace_cache.version_of("playground"), trace_cache.version_of("brax"), trace_cache.playground_digest(),
-           trace_cache.source_digest()]
+    key = [provenance.version_of("playground"), provenance.version_of("brax"), provenance.playground_digest(),
+           provenance.source_digest()]
     return folder / f"registry-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.json"
 
 
@@ -111,19 +111,32 @@ def list_envs(suite: str | None = None) -> list[str]:
     return list(envs[suite])
 
 
-def resolve_env_id(env_id: Any) -> str:
+class EnvId(str):
+    """An env id that :func:`resolve_env_id` has resolved (the Playground name): resolving it again returns it as is,
+    so an id resolved at :func:`~playground_gym.make_vec`'s door is not looked up again by every function it reaches."""
+
+    __slots__ = ()
+
+
+def resolve_env_id(env_id: Any) -> EnvId:
     """Normalise ``"playground/Name"`` or ``"Name"`` to the Playground name, with suggestions on a miss.
 
     Raises:
         TypeError: ``env_id`` is not a str.
         ValueError: unknown id; the message suggests close names.
     """
+    if isinstance(env_id, EnvId):
+        return env_id
+    return _lookup(env_id)
+
+
+def _lookup(env_id: Any) -> EnvId:
     if not isinstance(env_id, str):
         raise TypeError(f"env_id: expected a str such as 'CartpoleBalance'; got {type(env_id).__name__} {env_id!r}")
     name = env_id[len(ENV_PREFIX):] if env_id.startswith(ENV_PREFIX) else env_id
     known = list_envs()
     if name in known:
-        return name
+        return EnvId(name)
     folded = {k.lower(): k for k in known}
     if name.lower() in folded:
         hint = [folded[name.lower()]]

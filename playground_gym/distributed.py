@@ -14,7 +14,7 @@ A process that was not started by ``torchrun`` (no ``WORLD_SIZE``, or ``WORLD_SI
 ``torch.distributed``; every function here is then a no-op that returns its input, so single-process runs are
 unchanged and pay nothing.
 
-Example:
+Examples:
     >>> import torch
     >>> from playground_gym import distributed
     >>> world = distributed.World.from_environment({})  # what a plain `python train.py` sees

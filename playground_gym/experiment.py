@@ -23,7 +23,7 @@ last observation, every RNG, counters, accumulators, evaluation history, the lea
 killed after a checkpoint and resumed with ``--resume`` ends bit-identical to the uninterrupted run (on CPU; on CUDA
 as far as its kernels are deterministic).
 
-Example:
+Examples:
     >>> from playground_gym.experiment import derive_seed
     >>> derive_seed(1, "eval", 10) != derive_seed(6, "eval", 5)  # additive offsets would collide here
     True
@@ -53,7 +53,7 @@ import torch.nn as nn
 import tyro
 
 import playground_gym
-from playground_gym import cpu_blas, distributed, keys
+from playground_gym import distributed, keys
 from playground_gym.run_settings import settings_digest
 from playground_gym.baselines import random_policy_return
 
@@ -92,7 +92,7 @@ class ExperimentArgs:
     """CPU runs: step the envs on one core with a one-thread JAX, torch keeping every core (backend.pin_jax_cpu)"""
     compile: bool = False
     """torch.compile the policy step, GAE and the loss with its backward (inductor; a second run reuses its compiled
-    code from the FX graph cache); off by default: on the 2-core CPU it cost more than it saved (README)"""
+    code from the FX graph cache); off by default: on the 2-core CPU it cost more than it saved (docs/trainers.md)"""
     cudagraphs: bool = False
     """with --compile on CUDA: replay the compiled functions as CUDA graphs (torch.compile mode "reduce-overhead")"""
     runs_dir: str = "runs"
@@ -224,7 +224,7 @@ def derive_seed(seed: int, purpose: str, index: int = 0) -> int:
     Additive offsets collide across runs (seed 1 at iteration 10 would share evaluation states with seed 6 at
     iteration 5); spawn keys do not.
 
-    Example:
+    Examples:
         >>> derive_seed(1, "train") == derive_seed(1, "train") != derive_seed(1, "eval")
         True
     """
@@ -240,7 +240,7 @@ class RunningMeanStd(nn.Module):
     distributed run each update folds in the batches of all ranks (:func:`playground_gym.distributed.merge_moments`;
     one non-finite batch makes every rank skip), so every rank normalises with the same statistics, as Brax does.
 
-    Example:
+    Examples:
         >>> rms = RunningMeanStd((2,))
         >>> rms.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
         >>> rms.mean.tolist(), rms.var.tolist()
@@ -292,7 +292,7 @@ def total_reward_ma(steps: Any, returns: Any, final_step: float,
     SLM-Lab's ``total_reward_ma`` is the moving average (window 100) of the training return at its log checkpoints,
     read at the end of a run logged every 100k of 100M frames: the last tenth of the run.
 
-    Example:
+    Examples:
         >>> total_reward_ma([100, 200, 900, 1000], [10.0, 20.0, 90.0, 100.0], final_step=1000)
         95.0
     """
@@ -307,7 +307,7 @@ def total_reward_ma(steps: Any, returns: Any, final_step: float,
 
 def scores(eval_history: list[dict[str, Any]], baseline: float | None,
            train_history: list[dict[str, Any]] | None = None, final_step: float | None = None) -> dict[str, float | None]:
-    """The benchmark scores of ``summary.json`` (README, "Benchmark campaigns"): ``strength`` and ``final_strength``
+    """The benchmark scores of ``summary.json`` (docs/campaigns.md): ``strength`` and ``final_strength``
     over the evaluation checkpoints after training began (an evaluation of the initial policy at step 0,
     ppo_multiunroll's as Brax's, is left out, so trainers with and without one compare); ``total_reward_ma`` from
     the training returns of ``train_history`` (:func:`total_reward_ma`, the last tenth of the run up to
@@ -331,7 +331,7 @@ def anneal_fraction(segment: tuple[int, float, int], iteration: int) -> float:
     A run of N updates has the segment ``(0, 1.0, N)``, so ``iteration`` k (1-based) trains at ``(N - k + 1) / N`` of
     the initial rate (CleanRL's schedule).
 
-    Example:
+    Examples:
         >>> [anneal_fraction((0, 1.0, 4), k) for k in (1, 2, 3, 4)]
         [1.0, 0.75, 0.5, 0.25]
     """
@@ -343,7 +343,7 @@ def extend_schedule(segment: tuple[int, float, int], iteration: int, new_end: in
     """The schedule of a run resumed after ``iteration`` with a new last iteration ``new_end``: it goes on from the
     fraction that ``iteration`` used down to 0 at the new end, so the learning rate never jumps back up.
 
-    Example:
+    Examples:
         >>> extended = extend_schedule((0, 1.0, 4), 2, 8)  # 2 of 4 updates done (0.75 used last), now 8 in all
         >>> [round(anneal_fraction(extended, k), 4) for k in range(3, 9)]
         [0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
@@ -576,8 +576,6 @@ class Experiment:
         except (ValueError, TypeError, KeyError, playground_gym.MenagerieUnavailableError) as e:
             raise CLIError(str(e)) from None  # bad input or missing robot assets: one line, not a traceback
         self.device = self.envs.device
-        if self.device.type == "cpu" and self.world.is_main and (reason := cpu_blas.slow_mkl_reason()):
-            print(f"note: {reason}")
         self.episode_stats = torch.zeros(3, device=self.device)
         self.nonfinite_updates = torch.zeros((), device=self.device)
         self.baseline = self._baseline()

@@ -5,7 +5,7 @@ checked on metadata only (shape, dtype: no device sync) and handed to JAX withou
 device allows. Results go out as torch tensors via ``torch.from_dlpack`` (zero-copy, same device), JAX
 arrays, or numpy copies.
 
-Example:
+Examples:
     >>> import numpy as np, jax
     >>> from playground_gym.interop import actions_to_jax
     >>> actions_to_jax(np.zeros((4, 2)), (4, 2), jax.devices("cpu")[0]).dtype
@@ -135,7 +135,7 @@ def export_packed(packed: Any, packer: Any, array_type: str) -> Any:
     changes another. ``"jax"`` is not supported here: slicing JAX arrays outside ``jit`` costs a dispatch
     per leaf; keep the unpacked outputs for JAX callers.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from playground_gym.autoreset import BytePacker
         >>> tree = {"obs": jnp.ones((2, 3)), "done": jnp.array([True, False])}

@@ -17,7 +17,7 @@ The root holds the whole seed: ``[seed >> 32, seed & 0xFFFFFFFF]`` as uint32, wh
 ``jax.random.PRNGKey(seed)`` gives with x64 on, and also without it (where ``PRNGKey`` would keep the low 32 bits
 only, so seeds ``s`` and ``s + 2**32`` would meet). Seeds below ``2**32`` give ``PRNGKey(seed)``.
 
-Example:
+Examples:
     >>> from playground_gym import keys
     >>> keys.root_key(2**32).tolist(), keys.root_key(5).tolist()
     ([1, 0], [0, 5])

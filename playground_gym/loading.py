@@ -5,7 +5,7 @@ into its own site-packages folder on first use. On an offline machine that clone
 black-holing firewall, hangs). Here the clone runs with a time limit, and an existing checkout can be
 named with ``PLAYGROUND_GYM_MENAGERIE_PATH`` instead.
 
-Example:
+Examples:
     >>> from playground_gym.loading import load_env
     >>> env = load_env("CartpoleBalance", impl="jax")
     >>> env.action_size
@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from playground_gym import menagerie
 from playground_gym.configs import resolve_env_id, suite_of
 
 __all__ = ["MENAGERIE_ENV_VAR", "MenagerieUnavailableError", "load_env", "resolve_impl", "warp_available",
@@ -81,7 +82,7 @@ def find_menagerie() -> tuple[Path | None, str]:
     Looks where :func:`ensure_menagerie` does: ``$PLAYGROUND_GYM_MENAGERIE_PATH`` if set (it must be a folder), else
     Playground's own folder (it must be non-empty).
 
-    Example:
+    Examples:
         >>> path, why = find_menagerie()  # (None, "no checkout at ... and PLAYGROUND_GYM_MENAGERIE_PATH is not set")
     """
     user_path = os.environ.get(MENAGERIE_ENV_VAR)
@@ -195,8 +196,6 @@ def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any]
         raise ValueError(f"impl: expected 'jax' or 'warp' after resolving 'auto'; got {impl!r}")
     overrides = _validate_overrides(name, config_overrides)
     if suite_of(name) != "dm_control_suite":
-        from playground_gym import menagerie
-
         if menagerie_path is not None:
             from etils import epath
             from mujoco_playground._src import mjx_env

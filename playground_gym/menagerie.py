@@ -12,7 +12,7 @@ never importing mjlab) or takes one you downloaded elsewhere, and extracts only 
 A full Menagerie checkout covers all 29 locomotion and manipulation envs; :func:`missing_robots` says what an env
 needs that a given folder lacks, and loading such an env fails with an error naming the missing robot folder.
 
-Example:
+Examples:
     >>> from playground_gym import menagerie
     >>> menagerie.robots_of("Go1JoystickFlatTerrain")
     ('unitree_go1',)
@@ -113,7 +113,7 @@ def build_partial(directory: str | os.PathLike[str], wheel: str | os.PathLike[st
         ValueError: the wheel holds none of the expected mesh folders (not an mjlab wheel, or another layout).
         RuntimeError: the download failed (the message says how to pass a wheel instead).
 
-    Example:
+    Examples:
         >>> path = build_partial("/tmp/partial_menagerie")  # doctest: +SKIP
     """
     target = Path(directory).expanduser().resolve()

@@ -1,6 +1,6 @@
 """Registers every Playground env with Gymnasium as ``playground/<Name>`` (vector-only).
 
-Example:
+Examples:
     >>> import gymnasium as gym, playground_gym
     >>> envs = gym.make_vec("playground/CartpoleBalance", num_envs=4, device="cpu")
 """

@@ -16,7 +16,7 @@ payload, and the deserialised programs' shapes must fit the settings and the hea
 and the reason) and the entry rebuilt. On by default with the compilation cache; opt out with
 ``PLAYGROUND_GYM_TRACE_CACHE=0``.
 
-Example:
+Examples:
     >>> import playground_gym
     >>> from playground_gym import trace_cache
     >>> envs = playground_gym.make_vec("CartpoleBalance", 4, device="cpu")
@@ -26,9 +26,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import struct
@@ -41,10 +39,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["EnvPrograms", "cache_dir", "export_programs", "jax_settings", "load_programs", "playground_digest",
-           "program_key", "save_programs"]
+from playground_gym import menagerie, provenance
+from playground_gym.configs import suite_of
+from playground_gym.loading import find_menagerie
 
-_OPT_OUT = "PLAYGROUND_GYM_TRACE_CACHE"
+__all__ = ["EnvPrograms", "export_programs", "load_programs", "program_key", "save_programs"]
 _MAGIC = b"playground_gym trace cache\n"
 FORMAT = 2
 _PROGRAMS = ("reset", "step", "elapsed", "set_elapsed")
@@ -75,84 +74,8 @@ class EnvPrograms(NamedTuple):
         return shapes(carry), None if first is None else shapes(first)
 
 
-def cache_dir() -> Path | None:
-    """The folder of the trace cache: ``playground_gym_traces`` inside JAX's compilation cache folder.
-
-    ``None`` when the compilation cache is off (a trace-cache hit would then still compile for seconds), when
-    ``PLAYGROUND_GYM_TRACE_CACHE=0``, or when ``flatbuffers`` (which ``jax.export`` serialises with) is missing.
-    """
-    if os.environ.get(_OPT_OUT, "1").strip().lower() in {"0", "false", "off", "no"}:
-        return None
-    compile_dir = jax.config.jax_compilation_cache_dir
-    if not compile_dir:
-        return None
-    try:
-        import flatbuffers  # noqa: F401
-    except ImportError:
-        return None
-    return Path(compile_dir) / "playground_gym_traces"
-
-
-def version_of(package: str) -> str | None:
-    """The installed version of a distribution, or ``None``."""
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-@functools.cache
-def source_digest() -> str:
-    """This package's own source: an edited checkout must not load programs traced by other code."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def jax_settings() -> dict[str, Any]:
-    """The JAX settings an env's traced program depends on (random bits, matmul precision, 64-bit types)."""
-    return {"x64": bool(jax.config.jax_enable_x64),
-            "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
-            "default_matmul_precision": str(jax.config.jax_default_matmul_precision),
-            "default_prng_impl": str(jax.config.jax_default_prng_impl)}
-
-
-@functools.cache
-def playground_digest() -> str:
-    """Names, sizes and modification and change times of the files of the ``mujoco_playground`` package that Python
-    imports (found without importing it; symlinked folders followed), ``external_deps`` (Menagerie, keyed
-    separately), ``__pycache__`` and ``.git`` left out: an installed release and a source checkout, edited or not,
-    copied with its times kept or not (the change time cannot be kept), get different digests although both say
-    ``0.2.0``."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("mujoco_playground")
-    if spec is None or not spec.submodule_search_locations:
-        return "missing"
-    digest = hashlib.sha256()
-    for location in spec.submodule_search_locations:
-        root = Path(location)
-        digest.update(str(root.resolve()).encode() + b"\n")
-        files = []
-        for folder, subfolders, names in os.walk(root, followlinks=True):
-            here = Path(folder)
-            subfolders[:] = [d for d in subfolders if d not in ("__pycache__", ".git")
-                             and not (here == root and d == "external_deps")]  # pruned: never walked
-            files += [here / name for name in names]
-        for path in sorted(files):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\n"
-                          .encode())
-    return digest.hexdigest()[:16]
-
-
 def _menagerie_digest(env_id: str) -> dict[str, Any] | None:
     """Path, names, sizes and modification times of the Menagerie files an env loads (``None`` for DM Control)."""
-    from playground_gym import menagerie
-    from playground_gym.configs import suite_of
-    from playground_gym.loading import find_menagerie
-
     if suite_of(env_id) == "dm_control_suite":
         return None
     root, _ = find_menagerie()
@@ -180,17 +103,17 @@ def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
         "settings": json.loads(json.dumps(dict(settings), sort_keys=True)),
         "platform": jax_device.platform,
         "device_kind": jax_device.device_kind,
-        "jax_settings": jax_settings(),
-        "versions": {name: version_of(name) for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground",
-                                                        "warp-lang")},
-        "playground_files": playground_digest(),
-        "playground_gym_source": source_digest(),
+        "jax_settings": provenance.jax_settings(),
+        "versions": {name: provenance.version_of(name)
+                     for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground", "warp-lang")},
+        "playground_files": provenance.playground_digest(),
+        "playground_gym_source": provenance.source_digest(),
         "menagerie": _menagerie_digest(settings["env_id"]),
     }
 
 
 def _entry_path(key: Mapping[str, Any]) -> Path | None:
-    folder = cache_dir()
+    folder = provenance.cache_dir()
     if folder is None:
         return None
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

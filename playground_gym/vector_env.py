@@ -1,6 +1,6 @@
 """``PlaygroundVectorEnv``: a Gymnasium ``VectorEnv`` over one batched, jitted Playground env.
 
-Example:
+Examples:
     >>> import torch, playground_gym
     >>> envs = playground_gym.make_vec("CartpoleBalance", num_envs=8, device="cpu")
     >>> obs, info = envs.reset(seed=0)
@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from playground_gym import backend, keys, trace_cache
+from playground_gym import backend, keys, provenance, trace_cache
 from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, VectorFunctions, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import _F32_MAX, actions_to_jax, check_array_type, export, export_packed
@@ -168,7 +168,7 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
         raise KeyError(f"obs_key: expected one of {sorted(obs_struct)} for {env_name}; got {obs_key!r}")
     fns = make_vector_functions(mjx_env, spec)
     meta = {"action_size": int(mjx_env.action_size), "obs_shapes": _obs_shapes(obs_struct)}
-    if key is None or trace_cache.cache_dir() is None:
+    if key is None or provenance.cache_dir() is None:
         return _Compiled(fns._asdict(), fns.layout, meta, jax_device, load, spec, "traced (trace cache off)",
                          mjx_env, fns.env_state)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
@@ -189,7 +189,7 @@ _SHARED_LIMIT = 8
 class PlaygroundVectorEnv(VectorEnv):
     """Every env of a MuJoCo Playground task, batched on one device, as a Gymnasium ``VectorEnv``.
 
-    Semantics (README, "Semantics"): same-step autoreset; ``terminated`` (the task ended, or the physics went
+    Semantics (docs/environment.md): same-step autoreset; ``terminated`` (the task ended, or the physics went
     non-finite) and ``truncated`` (time limit) are never both set; ``info["final_obs"]`` holds the true
     terminal observation where an env finished; ``info["episode"]`` the unscaled return and length of
     the episodes that finished; ``info["nan_reset"]`` the envs reset because of non-finite physics or
@@ -305,7 +305,7 @@ class PlaygroundVectorEnv(VectorEnv):
         # its compiled functions: tracing and compiling an env step costs seconds.
         share_key = (None if custom_env is not None or config_overrides else
                      (self.env_id, self.impl, self.jax_device, spec, self.num_envs,
-                      tuple(sorted(trace_cache.jax_settings().items()))))
+                      tuple(sorted(provenance.jax_settings().items()))))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
             # Warp's FFI kernels are custom calls that jax.export cannot serialise: warp programs are traced
@@ -455,7 +455,7 @@ class PlaygroundVectorEnv(VectorEnv):
         cache (``full_reset=False``), the seed and reset counter of ``reset()``, the action space's RNG, and the
         settings that :meth:`load_state_dict` checks.
 
-        Example:
+        Examples:
             >>> envs = make_vec("CartpoleBalance", 4, device="cpu")
             >>> _ = envs.reset(seed=0)
             >>> saved = envs.state_dict()
@@ -566,7 +566,7 @@ class PlaygroundVectorEnv(VectorEnv):
 def make_vec(env_id: str, num_envs: int, **kwargs: Any) -> PlaygroundVectorEnv:
     """Create a :class:`PlaygroundVectorEnv`; the same as ``gym.make_vec("playground/<env_id>", num_envs, ...)``.
 
-    Example:
+    Examples:
         >>> envs = make_vec("CartpoleBalance", 4, device="cpu", array_type="numpy")
         >>> envs.single_action_space.shape
         (1,)

@@ -77,6 +77,19 @@ def test_gym_make_vec_and_make_vec_agree():
     assert a.unwrapped.spec.id == "playground/CartpoleBalance"
 
 
+def test_make_vec_resolves_the_env_id_once(monkeypatch):
+    """The id is looked up at make_vec's door; the config, suite, trace-cache key and loader receive it resolved."""
+    from playground_gym import configs
+
+    looked_up = []
+    lookup = configs._lookup
+    monkeypatch.setattr(configs, "_lookup", lambda env_id: looked_up.append(env_id) or lookup(env_id))
+    envs = playground_gym.make_vec("playground/CartpoleBalance", 2, device="cpu", array_type="numpy")
+    envs.close()
+    assert looked_up == ["playground/CartpoleBalance"] and envs.env_id == "CartpoleBalance"
+    assert isinstance(envs.env_id, configs.EnvId) and configs.resolve_env_id(envs.env_id) is envs.env_id
+
+
 def test_impl_auto_is_jax_on_cpu():
     assert playground_gym.loading.resolve_impl("auto", "cpu") == "jax"
     assert playground_gym.loading.resolve_impl("auto", "gpu") == "warp"  # warp-lang is installed here

@@ -282,8 +282,7 @@ def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, t
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("cc", "gcc", "clang")), reason="no C compiler on PATH")
 def test_cpu_blas_shim_reaches_local_runs_unless_turned_off(capsys, scripts_dir, tmp_path, monkeypatch):
-    from playground_gym import cpu_blas
-
+    cpu_blas = campaign._mkl_shim()
     shim = str(cpu_blas.build_shim(tmp_path / "shim"))
     monkeypatch.setattr(campaign, "cpu_blas_preload", lambda: shim)  # as on an AMD CPU with AVX-512
     monkeypatch.delenv("LD_PRELOAD", raising=False)

@@ -1,4 +1,4 @@
-"""playground_gym.cpu_blas: when torch's MKL needs the shim, building it, and a process that runs with it."""
+"""tools/mkl_shim.py: when torch's MKL needs the shim, building it, and a process that runs with it."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from playground_gym import cpu_blas
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+sys.path.insert(0, str(TOOLS))
+import mkl_shim as cpu_blas  # noqa: E402
 
 AVX512_FLAGS = "fpu sse avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512cd"
 
@@ -62,16 +65,17 @@ def test_build_without_a_compiler_names_what_it_looked_for(tmp_path, monkeypatch
 
 def test_cli_rejects_unknown_arguments(capsys):
     assert cpu_blas.main(["--bogus"]) == 2
-    assert "usage: python -m playground_gym.cpu_blas [--status]" in capsys.readouterr().err
+    assert "usage: python tools/mkl_shim.py [--status]" in capsys.readouterr().err
 
 
-PROBE = """
-import json, torch
-from playground_gym import cpu_blas
+PROBE = f"""
+import json, sys, torch
+sys.path.insert(0, {str(TOOLS)!r})
+import mkl_shim as cpu_blas
 torch.manual_seed(0)
 a, w = torch.randn(2112, 256), torch.randn(256, 256)
-print(json.dumps({"loaded": cpu_blas.shim_loaded(), "reason": cpu_blas.slow_mkl_reason(),
-                  "product": (a @ w).tolist()}))
+print(json.dumps({{"loaded": cpu_blas.shim_loaded(), "reason": cpu_blas.slow_mkl_reason(),
+                  "product": (a @ w).tolist()}}))
 """
 
 

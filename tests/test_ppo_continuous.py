@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from playground_gym import experiment, run_settings
+from playground_gym import experiment, resolve, run_settings
 from trainer_harness import (SUMMARY_FIELDS, TINY, TRAINERS, killed_and_resumed_matches, load_trainer, run_dirs,
                              run_trainer, tiny_run_in)
 
@@ -125,7 +125,7 @@ def test_tiny_run_writes_everything(tiny_run):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert SUMMARY_FIELDS <= set(summary)
     # the digest the run records is the one a campaign resolves for the same command line without running it
-    (resolved,) = run_settings.resolve_commands(SCRIPT, [[*TINY, "--runs-dir", "elsewhere", "--device", "cpu"]])
+    (resolved,) = resolve.resolve_commands(SCRIPT, [[*TINY, "--runs-dir", "elsewhere", "--device", "cpu"]])
     assert summary["settings_digest"] == resolved["digest"] == run_settings.settings_digest(summary["args"])
     assert summary["env_steps"] == 4096 and len(summary["eval_history"]) == 2
     assert summary["env_trace_counts"] == {"reset": 1, "step": 1}  # evaluation shares the training envs' step

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import playground_gym
-from playground_gym import trace_cache, vector_env
+from playground_gym import provenance, trace_cache, vector_env
 
 SETTINGS = dict(device="cpu", episode_length=5, action_repeat=1)  # 5-step episodes: truncations within 8 steps
 N = 3
@@ -63,7 +63,7 @@ def test_a_second_process_loads_the_traced_programs_and_steps_bit_identically(tm
 def test_the_snapshot_of_ids_and_official_configs_equals_playground(tmp_path, monkeypatch):
     from playground_gym import configs
 
-    monkeypatch.setattr(trace_cache, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(provenance, "cache_dir", lambda: tmp_path)
     configs._snapshot.cache_clear()  # and again at the end: later tests read the real snapshot
     configs._suite_envs.cache_clear()
     try:
@@ -88,7 +88,7 @@ def test_the_snapshot_of_ids_and_official_configs_equals_playground(tmp_path, mo
 def private_cache(tmp_path, monkeypatch):
     """A trace cache in tmp_path, and empty in-process sharing (restored afterwards, so the session's fixtures and
     their twins in other tests still share)."""
-    monkeypatch.setattr(trace_cache, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(provenance, "cache_dir", lambda: tmp_path)
     monkeypatch.setattr(vector_env, "_SHARED_LIVE", weakref.WeakValueDictionary())
     monkeypatch.setattr(vector_env, "_SHARED", OrderedDict())
     return tmp_path
@@ -279,16 +279,16 @@ def test_jax_settings_key_the_cache_and_the_in_process_sharing(tmp_path, monkeyp
     assert _reward_child(cache, **flag)["source"] == "trace cache"
     import jax
 
-    before = trace_cache.jax_settings()
+    before = provenance.jax_settings()
     for name, value in (("jax_enable_x64", True), ("jax_default_matmul_precision", "highest")):
         old = getattr(jax.config, name)
         jax.config.update(name, value)
         try:
-            assert trace_cache.jax_settings() != before  # part of the cache key and the sharing key
+            assert provenance.jax_settings() != before  # part of the cache key and the sharing key
         finally:
             jax.config.update(name, old)
-    assert trace_cache.jax_settings() == before
+    assert provenance.jax_settings() == before
     first = _fresh()
-    monkeypatch.setattr(trace_cache, "jax_settings", lambda: {**before, "x64": not before["x64"]})
+    monkeypatch.setattr(provenance, "jax_settings", lambda: {**before, "x64": not before["x64"]})
     other = playground_gym.make_vec("CartpoleBalance", N, **SETTINGS)
     assert other._shared is not first._shared

@@ -3,7 +3,7 @@
 Each adapter lives in its own module and imports its library only when it is first used, so none of the
 libraries is a dependency of playground_gym (install one with its extra, e.g. ``pip install -e '.[sb3]'``).
 
-Example:
+Examples:
     >>> import playground_gym
     >>> from playground_gym.adapters import SB3VecEnv
     >>> venv = SB3VecEnv(playground_gym.make_vec("CartpoleBalance", 8, device="cpu", array_type="numpy"))

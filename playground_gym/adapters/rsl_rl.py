@@ -21,7 +21,7 @@ rsl_rl's ``OnPolicyRunner`` (the trainer of Isaac Lab, mjlab and Playground's to
 Tensors stay on the env's device; a step makes no host sync (rsl_rl's own ``check_for_nan`` and logger do; set
 ``"check_for_nan": False`` and no ``log_dir`` for a sync-free rollout).
 
-Example:
+Examples:
     >>> import playground_gym
     >>> from playground_gym.adapters import RslRlVecEnv
     >>> env = RslRlVecEnv(playground_gym.make_vec("CartpoleBalance", 64, device="cpu"), seed=0)

@@ -15,7 +15,7 @@ SB3's API is host numpy arrays and a list of per-env info dicts, so each step co
 adapter an ``array_type="numpy"`` env (any array type works: torch and JAX results are copied). The per-env dicts are
 built only for envs that finished; the others get an empty dict.
 
-Example:
+Examples:
     >>> import playground_gym
     >>> from stable_baselines3 import PPO
     >>> from playground_gym.adapters import SB3VecEnv

@@ -14,7 +14,7 @@ before the last step), and the true terminal observation in ``info["final_obs"]`
   ended on the latest step on which any ended (0-d tensors, updated on the device), which skrl's trainers log under
   those names (its ``environment_info`` is ``"episode"`` by default).
 
-Example:
+Examples:
     >>> import playground_gym
     >>> from playground_gym.adapters import SkrlEnv
     >>> env = SkrlEnv(playground_gym.make_vec("CartpoleBalance", 64, device="cpu"), seed=0)

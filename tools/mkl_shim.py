@@ -14,15 +14,16 @@ place. MKL still chooses among its kernels by the CPU's feature bits, so this on
 AVX-512 (checked). It has to be in place before the process starts (the dynamic loader binds the symbol), so it is a
 command prefix, not a call::
 
-    LD_PRELOAD=$(python -m playground_gym.cpu_blas) python cleanrl_ppo/ppo_multiunroll.py --preset cpu
+    LD_PRELOAD=$(python tools/mkl_shim.py) python cleanrl_ppo/ppo_multiunroll.py --preset cpu
 
-``python -m playground_gym.cpu_blas`` builds the shim once with the system C compiler (``$CC``, ``cc``, ``gcc`` or
+``python tools/mkl_shim.py`` builds the shim once with the system C compiler (``$CC``, ``cc``, ``gcc`` or
 ``clang``) into ``$XDG_CACHE_HOME/playground_gym/cpu_blas/`` and prints its path; ``--status`` says whether the
-current machine needs it. The trainers print a note at start when they run on the slow path.
+current machine needs it. ``benchmark.sh`` preloads it for local campaign runs where it applies (``--cpu-blas``).
+It is a tool for CPU benchmarking, not part of the environment library: nothing in ``playground_gym`` loads it.
 
-Example:
-    >>> from playground_gym import cpu_blas
-    >>> reason = cpu_blas.slow_mkl_reason()  # None on Intel, ARM, a non-MKL torch, or with the shim loaded
+Examples:
+    >>> import mkl_shim  # with tools/ on sys.path
+    >>> reason = mkl_shim.slow_mkl_reason()  # None on Intel, ARM, a non-MKL torch, or with the shim loaded
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playground_gym import backend
+import playground_gym.backend as backend
 
 __all__ = ["CPUBlasError", "SHIM_NAME", "build_shim", "preload_env", "preload_path", "shim_loaded", "slow_mkl_reason",
            "main"]
@@ -93,8 +94,8 @@ def slow_mkl_reason(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     if shim_loaded():
         return None
     return (f"torch's MKL runs its AVX2 matmul kernels on this {vendor} CPU although it has AVX-512 "
-            f"(float32 matmuls ~2x slower); run with LD_PRELOAD=$(python -m playground_gym.cpu_blas) "
-            f"(README, 'CPU matmuls on AMD')")
+            f"(float32 matmuls ~2x slower); run with LD_PRELOAD=$(python tools/mkl_shim.py) "
+            f"(docs/performance.md, 'CPU matmuls on AMD')")
 
 
 def _compiler() -> str | None:
@@ -144,7 +145,7 @@ def preload_path() -> Path | None:
 def preload_env(env: dict[str, str], path: str | os.PathLike[str] | None) -> dict[str, str]:
     """A copy of the environment ``env`` with ``path`` appended to its ``LD_PRELOAD`` (``env`` itself if ``None``).
 
-    Example:
+    Examples:
         >>> preload_env({"LD_PRELOAD": "/a.so"}, "/b.so")["LD_PRELOAD"]
         '/a.so:/b.so'
     """
@@ -154,7 +155,7 @@ def preload_env(env: dict[str, str], path: str | os.PathLike[str] | None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m playground_gym.cpu_blas``: print the shim's path (building it); ``--status``: whether needed."""
+    """``python tools/mkl_shim.py``: print the shim's path (building it); ``--status``: whether needed."""
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--status"]:
         reason = slow_mkl_reason()
@@ -164,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             print(reason or "not needed here: torch's matmuls already take the best kernels MKL has for this CPU")
         return 0
     if argv:
-        print(f"usage: python -m playground_gym.cpu_blas [--status]; got {' '.join(argv)!r}", file=sys.stderr)
+        print(f"usage: python tools/mkl_shim.py [--status]; got {' '.join(argv)!r}", file=sys.stderr)
         return 2
     try:
         print(build_shim())
     except CPUBlasError as e:
-        print(f"playground_gym.cpu_blas: error: {e}", file=sys.stderr)
+        print(f"mkl_shim: error: {e}", file=sys.stderr)
         return 1
     return 0
 

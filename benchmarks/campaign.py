@@ -31,8 +31,8 @@ settings digest (``playground_gym.run_settings``: the resolved flags that change
 filled in; this also rejects flags a trainer does not accept). A run is complete, and reused, when its runs dir holds
 a ``*/summary.json`` of the same seed whose settings digest is the planned one; a summary of other settings is kept
 but not reused (the plan says which runs are reused and which runs dirs hold other settings). Failed or interrupted
-runs are retried. A failing run is recorded and the batch goes on (exit code 1 at the end if any failed). Ctrl-C (or SIGTERM)
-terminates the running trainers' process groups, records them as interrupted and exits 130.
+runs are retried. A failing run is recorded and the batch goes on (exit code 1 at the end if any failed). Ctrl-C (or
+SIGTERM) terminates the running trainers' process groups, records them as interrupted and exits 130.
 """
 
 from __future__ import annotations
@@ -297,8 +297,16 @@ def summaries(runs_dir: str | Path) -> list[tuple[Path, str | None, Any]]:
         if not isinstance(args, dict):
             out.append((path, None, None))
             continue
-        out.append((path, settings_digest(args, summary.get("world_size") or 1), summary.get("seed", args.get("seed"))))
+        digest = settings_digest(args, summary.get("world_size") or 1, summary.get("extensions") or ())
+        out.append((path, digest, summary.get("seed", args.get("seed"))))
     return out
+
+
+def _status_of(task: Task) -> str | None:
+    try:
+        return json.loads(Path(task.status).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def completed_run(task: Task) -> Path | None:
@@ -474,12 +482,13 @@ class _Runner:
         wall = round(time.time() - started, 1)
         record.update(returncode=rc, ended=_now(), wall_s=wall, settings_digest=task.digest)
         done = completed_run(task)
-        if self.stop.is_set() and done is None:
+        if done is not None:  # none matched when planned: this run wrote it, and its results are whole
+            note = "" if rc == 0 else f"exit code {rc} after writing its summary.json (killed while closing?)"
+            record.update(status="ok", reason=note, summary=str(done))
+        elif self.stop.is_set():
             record.update(status="interrupted", reason="campaign stopped (Ctrl-C / SIGTERM) while running")
         elif timed_out:
             record.update(status="failed", reason=f"timed out after {self.timeout:.0f} s (--timeout)")
-        elif rc == 0 and done is not None:
-            record.update(status="ok", reason="", summary=str(done))
         elif rc == 0:
             record.update(status="failed", reason=f"exited 0 but wrote no summary.json of seed {task.seed} with the "
                                                   f"planned settings (digest {task.digest}) under {task.runs_dir}")
@@ -524,6 +533,9 @@ def run_tasks(tasks: Sequence[Task], workers: int, timeout: float | None = None,
               log=print, preload: str | None = None) -> tuple[list[dict[str, Any]], bool]:
     """Run ``tasks`` with up to ``workers`` at once, each with ``preload`` (a shared library's path) added to its
     ``LD_PRELOAD`` if given. Returns (status records, interrupted?)."""
+    unresolved = [t.key for t in tasks if t.digest is None]
+    if unresolved:
+        raise CampaignError(f"run_tasks: the settings of {', '.join(unresolved)} are not resolved (resolve_settings)")
     runner = _Runner(workers, timeout, preload=preload)
     records: list[dict[str, Any]] = []
     interrupted = False
@@ -580,7 +592,8 @@ _SBATCH = """#!/usr/bin/env bash
 {options}
 set -euo pipefail
 cd {repo}
-export PYTHON="${{PYTHON:-{python}}}"
+PYTHON=${{PYTHON:-{python}}}
+export PYTHON
 export PYTHONUNBUFFERED=1
 # The commands are part of this script (sbatch keeps a copy at submission), so a later campaign writing to the same
 # folder cannot change what a queued task runs; {commands} is the same list, for reading.
@@ -592,13 +605,13 @@ LOG={logs}/$KEY.log
 STATUS={status}/$KEY.json
 TASK="${{SLURM_ARRAY_JOB_ID:-?}}_$SLURM_ARRAY_TASK_ID"
 mkdir -p {logs} {status}
-json_text() {{  # a JSON string's body: printable ASCII as is, \\ and " escaped, any other byte (control, non-ASCII) as ?
+json_text() {{  # a JSON string's body: printable ASCII, \\ and " escaped, any other byte (control, non-ASCII) as ?
     printf '%s' "$1" | LC_ALL=C tr -c '\\040-\\176' '?' | sed 's/[\\\\"]/\\\\&/g'
 }}
 record() {{  # STATE RETURNCODE REASON: status/KEY.json, written whole (rename)
     printf '{{"key": "%s", "status": "%s", "returncode": %s, "reason": "%s", "settings_digest": "%s", "log": "%s", '\\
-'"slurm_task": "%s", "ended": "%s"}}\\n' "$(json_text "$KEY")" "$1" "$2" "$(json_text "$3")" "$DIGEST" \\
-        "$(json_text "$LOG")" "$TASK" "$(date -Is)" > "$STATUS.tmp"
+'"slurm_task": "%s", "ended": "%s"}}\\n' "$(json_text "$KEY")" "$1" "$2" "$(json_text "$3")" \\
+        "$(json_text "$DIGEST")" "$(json_text "$LOG")" "$(json_text "$TASK")" "$(date -Is)" > "$STATUS.tmp"
     mv -f "$STATUS.tmp" "$STATUS"
 }}
 printf '# run %s\\n# started %s on %s (SLURM task %s)\\n# command: %s\\n\\n' "$KEY" "$(date -Is)" "$(hostname)" \\
@@ -606,11 +619,13 @@ printf '# run %s\\n# started %s on %s (SLURM task %s)\\n# command: %s\\n\\n' "$K
 # Until the run ends this record stands: a task killed without warning (SIGKILL, node failure) leaves it.
 record running null "started $(date -Is) on $(hostname); no end recorded (still running, or killed without warning)"
 CHILD=""
+ENDED=""
 on_signal() {{  # the scheduler's SIGTERM (time limit, scancel, preemption) comes before its SIGKILL: record it
+    [ -n "$ENDED" ] && return  # the run is over: its own record is being written
     trap - TERM INT
     [ -n "$CHILD" ] && kill -TERM -- "-$CHILD" 2>/dev/null  # the run's process group: the trainer and its children
     record failed null "killed by the scheduler (SIG$1: time limit, scancel or preemption) after $SECONDS s"
-    exit 143
+    if [ "$1" = INT ]; then exit 130; else exit 143; fi
 }}
 trap 'on_signal TERM' TERM
 trap 'on_signal INT' INT
@@ -621,11 +636,12 @@ CHILD=$!
 set +m
 wait "$CHILD"  # a trapped signal interrupts the wait at once (a foreground command would delay the trap)
 RC=$?
+ENDED=1
+LAST=$(tail -n 1 "$LOG" 2>/dev/null | cut -c1-300 || true)
 set -e
-trap - TERM INT
-LAST=$(tail -n 1 "$LOG" | cut -c1-300)
-if [ "$RC" -eq 0 ] && grep -qsF "\\"settings_digest\\": \\"$DIGEST\\"" "$RUNS_DIR"/*/summary.json; then
-    record ok 0 ""
+if grep -qsF "\\"settings_digest\\": \\"$DIGEST\\"" "$RUNS_DIR"/*/summary.json; then
+    # none matched when planned: this run wrote it (a non-zero exit after it: killed while closing)
+    record ok "$RC" "$([ "$RC" -eq 0 ] || echo "exit code $RC after writing its summary.json")"
 elif [ "$RC" -eq 0 ]; then
     record failed 0 "exited 0 but wrote no summary.json with the planned settings (digest $DIGEST) under $RUNS_DIR"
 elif [ "$RC" -gt 128 ]; then
@@ -656,7 +672,10 @@ def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequenc
     for t in tasks:
         cmd = '"$PYTHON" ' + shlex.join(t.command[1:])
         if gpus_per_run > 1:
-            cmd = (f'srun --ntasks=1 --gres=gpu:{gpus_per_run} "$PYTHON" -m torch.distributed.run --standalone '
+            # srun does not inherit the job's --cpus-per-task (SLURM >= 22.05): pass it on where it was set
+            cmd = (f'srun --ntasks=1 --gres=gpu:{gpus_per_run} '
+                   '${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} '
+                   f'"$PYTHON" -m torch.distributed.run --standalone '
                    f'--nproc-per-node {gpus_per_run} ' + shlex.join(t.command[1:]))
         lines.append(f"{t.key}\t{t.runs_dir}\t{t.digest}\t{cmd}")
     commands.write_text("\n".join(lines) + "\n")
@@ -666,7 +685,7 @@ def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequenc
     q = shlex.quote
     sbatch.write_text(_SBATCH.format(job_name=job_name, last=len(tasks) - 1, workers=workers,
                                      slurm_dir=q(str(slurm_dir)), options=opts, repo=q(str(REPO)),
-                                     python=sys.executable, commands=str(commands),
+                                     python=q(sys.executable), commands=str(commands),
                                      commands_text="\n".join(lines) + "\n",
                                      logs=q(str(out / "logs")), status=q(str(out / "status"))))
     sbatch.chmod(0o755)
@@ -818,6 +837,11 @@ def _main(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentP
     for t in tasks:
         if reused[t.key] is not None:
             print(f"campaign: reused {t.key}: {reused[t.key]}", file=sys.stderr)
+    running = [t.key for t in todo if _status_of(t) == "running"]
+    if running:
+        print(f"campaign: warning: {len(running)} runs to run have a 'running' status record (a SLURM task of an "
+              f"earlier submission still queued or running, or killed without warning): running them again "
+              f"duplicates that work if it is alive (squeue): {', '.join(running)}", file=sys.stderr)
     if other:
         print(f"campaign: {len(other)} runs to run have summaries of other settings or seeds in their runs dir (kept, "
               f"not reused; the report shows each setting on its own row): "

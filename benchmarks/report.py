@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from playground_gym.experiment import TOTAL_REWARD_MA_FRACTION, total_reward_ma
-from playground_gym.run_settings import differing_settings, settings_digest
+from playground_gym.run_settings import differing_settings, settings_digest, settings_of
 
 __all__ = [
     "DEFAULT_REFERENCES",
@@ -91,11 +91,28 @@ class Run:
         return args if isinstance(args, dict) else {}
 
     @property
+    def settings_fields(self) -> dict[str, Any]:
+        """What the settings digest covers (playground_gym.run_settings.settings_of)."""
+        return settings_of(self.args, self.summary.get("world_size") or 1, self.summary.get("extensions") or ())
+
+    @property
     def settings(self) -> str:
         """The settings digest of the run's resolved args (``?`` for a summary without args)."""
         if not self.args:
             return "?"
-        return settings_digest(self.args, self.summary.get("world_size") or 1)
+        return settings_digest(self.args, self.summary.get("world_size") or 1, self.summary.get("extensions") or ())
+
+    @property
+    def started(self) -> float:
+        """When the run started: its folder's ``__<unix time>`` suffix (the trainers name it so), else summary.json's
+        modification time (which a copy or a checkout resets)."""
+        suffix = self.path.name.rsplit("__", 1)[-1]
+        if suffix.isdigit() and "__" in self.path.name:
+            return float(suffix)
+        try:
+            return (self.path / "summary.json").stat().st_mtime
+        except OSError:
+            return 0.0
 
 
 @dataclass
@@ -142,14 +159,14 @@ def _seed_key(seed: Any) -> tuple[int, float, str]:
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Runs grouped by (env_id, exp_name, settings digest), sorted so; each seed once per group (its newest run, by
-    summary.json's modification time; the older ones in ``superseded``)."""
+    :attr:`Run.started`; the older ones in ``superseded``)."""
     groups: dict[tuple[str, str, str], Group] = {}
     for run in runs:
         key = (run.env_id, run.exp_name, run.settings)
         groups.setdefault(key, Group(*key)).runs.append(run)
     for g in groups.values():
         newest: dict[str, Run] = {}
-        for run in sorted(g.runs, key=_mtime):
+        for run in sorted(g.runs, key=lambda r: (r.started, str(r.path))):
             seed = json.dumps(run.seed)
             if seed in newest:
                 g.superseded.append(newest[seed])
@@ -158,11 +175,18 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     return [groups[k] for k in sorted(groups)]
 
 
-def _mtime(run: Run) -> float:
-    try:
-        return (run.path / "summary.json").stat().st_mtime
-    except OSError:
-        return 0.0
+def code_differences(groups: Sequence[Group]) -> list[str]:
+    """Markdown lines naming each row whose runs were written by different code (``summary.json``'s ``code``:
+    playground_gym's source digest, the trainer file's hash, library versions), with what differs; runs without the
+    record are not compared."""
+    lines = []
+    for g in groups:
+        codes = [r.summary["code"] for r in g.runs if isinstance(r.summary.get("code"), dict)]
+        fields = sorted({k for c in codes for k in c if len({json.dumps(x.get(k)) for x in codes}) > 1})
+        if fields:
+            values = "; ".join(f"`{k}`: {', '.join(sorted({str(c.get(k)) for c in codes}))}" for k in fields)
+            lines.append(f"- {g.env_id} / {g.exp_name} `{g.settings[:8]}`: {values}")
+    return lines
 
 
 def settings_differences(groups: Sequence[Group]) -> list[str]:
@@ -177,7 +201,7 @@ def settings_differences(groups: Sequence[Group]) -> list[str]:
             continue
         first = gs[0]
         for g in gs[1:]:
-            diff = differing_settings(first.runs[0].args, g.runs[0].args)
+            diff = differing_settings(first.runs[0].settings_fields, g.runs[0].settings_fields)
             text = "; ".join(f"`{k}` {a!r} vs {b!r}" for k, (a, b) in diff.items()) or "(no args to compare)"
             lines.append(f"- {env_id} / {exp_name}: settings `{first.settings[:8]}` vs `{g.settings[:8]}`: {text}")
     return lines
@@ -247,7 +271,8 @@ def load_statuses(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 def render_table(groups: Sequence[Group], refs: dict[str, Any]) -> str:
     """The markdown table: one row per (env, trainer)."""
-    header = ["env", "trainer", "settings", "seeds"] + [h for _, h, _ in METRICS] + ["SLM-Lab PPO (ref)", "Playground paper (ref)"]
+    header = (["env", "trainer", "settings", "seeds"] + [h for _, h, _ in METRICS]
+              + ["SLM-Lab PPO (ref)", "Playground paper (ref)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for g in groups:
         seeds = sorted({r.seed for r in g.runs}, key=_seed_key)
@@ -378,7 +403,10 @@ def write_report(paths: Sequence[str | Path], out: str | Path, references: str |
         if key not in seen:
             seen.add(key)
             statuses.append(rec)
-    failed = [s for s in statuses if s.get("status") not in ("ok", "completed")]
+    # a record of a run that has since completed with the same settings (rerun, or killed after its summary) is moot
+    done = {(f"{r.env_id}__{r.exp_name}__{r.seed}", r.settings) for g in groups for r in g.runs + g.superseded}
+    failed = [s for s in statuses if s.get("status") not in ("ok", "completed")
+              and (s.get("key"), s.get("settings_digest")) not in done]
     plots = write_plots(groups, out / "plots")
 
     md = [f"# {title}", ""]
@@ -402,13 +430,19 @@ def write_report(paths: Sequence[str | Path], out: str | Path, references: str |
     differences = settings_differences(groups)
     if differences:
         md += ["## Rows of one env and trainer with different settings", "", *differences, ""]
+    mixed_code = code_differences(groups)
+    if mixed_code:
+        md += ["## Rows whose seeds ran on different code", "",
+               "Same settings, but the seeds were written by different code (this package's source, the trainer "
+               "file or a library version); their spread includes that difference:", "", *mixed_code, ""]
     superseded = [(g, r) for g in groups for r in g.superseded]
     if superseded:
         md += ["## Runs left out (an older run of a seed with the same settings)", ""]
         md += [f"- {g.env_id} / {g.exp_name} seed {r.seed}: `{r.path}`" for g, r in superseded] + [""]
     md += ["## Reference sources", "", _sources_text(refs), ""]
     if failed:
-        md += ["## Failed runs", "", "| run | status | exit code | reason | log |", "|---|---|---|---|---|"]
+        md += ["## Failed or unfinished runs", "", "| run | status | exit code | reason | log |",
+               "|---|---|---|---|---|"]
         for s in failed:
             reason = str(s.get("reason", "")).replace("|", "\\|").replace("\n", " ")
             md.append(f"| {s.get('key', '?')} | {s.get('status')} | {s.get('returncode')} | {reason} | "

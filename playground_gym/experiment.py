@@ -53,7 +53,7 @@ import torch.nn as nn
 import tyro
 
 import playground_gym
-from playground_gym import distributed, keys
+from playground_gym import distributed, keys, provenance
 from playground_gym.run_settings import settings_digest
 from playground_gym.baselines import random_policy_return
 
@@ -456,6 +456,8 @@ class Experiment:
         args = parse_args(args_type, argv)
         self.resumed: dict[str, Any] | None = None
         self.extended_from: int | None = None
+        # every resume that raised --total-timesteps: {"step", "from_total_timesteps"} (run_settings.settings_of)
+        self.extensions: list[dict[str, int]] = []
         if args.resume:
             path = os.path.join(args.resume, "checkpoint.pt") if os.path.isdir(args.resume) else args.resume
             if not os.path.isfile(path):
@@ -485,6 +487,10 @@ class Experiment:
                     raise CLIError(f"--total-timesteps ({args.total_timesteps}) must be >= the checkpoint's "
                                    f"{checkpoint['global_step']} steps to continue it")
                 self.extended_from = saved["total_timesteps"]
+            self.extensions = list(checkpoint.get("extensions", []))
+            if self.extended_from is not None:
+                self.extensions.append({"step": int(checkpoint["global_step"]),
+                                        "from_total_timesteps": int(self.extended_from)})
             args = args_type(**{**saved, "resume": args.resume, "device": args.device,
                                 **({"total_timesteps": args.total_timesteps} if extend else {})})
             args, _ = resolve_args(args)  # tuples from JSON lists; values are all set, so nothing is overridden
@@ -796,7 +802,8 @@ class Experiment:
             "world_size": world.size, "rank_states": rank_states[1:], "replica_checks": self.replica_checks,
             "global_step": self.global_step, "iteration": iteration, "eval_history": self.eval_history,
             "nonfinite_updates": self.nonfinite_updates.cpu(),
-            "last_return": self.last_return, "lr_segment": self.lr_segment, "wall_time": self.wall_time(),
+            "last_return": self.last_return, "lr_segment": self.lr_segment, "extensions": self.extensions,
+            "wall_time": self.wall_time(),
             "train_history": self.train_history,
         })
         path = os.path.join(self.run_dir, "checkpoint.pt")
@@ -845,7 +852,9 @@ class Experiment:
             "nan_skipped_updates": int(self.nonfinite_updates.item()),
             "env_trace_counts": dict(self.envs.trace_counts),
             "world_size": self.world.size, "replica_checks": self.replica_checks,
-            "settings_digest": settings_digest(asdict(args), self.world.size),  # see playground_gym.run_settings
+            "extensions": self.extensions,  # resumes that raised --total-timesteps (part of the settings digest)
+            "settings_digest": settings_digest(asdict(args), self.world.size, self.extensions),
+            "code": provenance.code_identity(getattr(sys.modules.get("__main__"), "__file__", None)),
             "eval_history": self.eval_history, "train_history": self.train_history, "args": asdict(args),
         }
         path = os.path.join(self.run_dir, "summary.json")

@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-__all__ = ["cache_dir", "jax_settings", "playground_digest", "source_digest", "version_of"]
+__all__ = ["cache_dir", "code_identity", "jax_settings", "playground_digest", "source_digest", "version_of"]
 
 _OPT_OUT = "PLAYGROUND_GYM_TRACE_CACHE"
 
@@ -96,3 +96,17 @@ def playground_digest() -> str:
             digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\n"
                           .encode())
     return digest.hexdigest()[:16]
+
+
+def code_identity(script: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What code produced a result: this package's :func:`source_digest`, the SHA-256 (16 hex digits) of the trainer
+    file ``script`` (``None`` if not given or unreadable) and the versions of the libraries it ran on. ``summary.json``
+    records it; a benchmark report flags rows whose runs differ in it (settings digests do not cover code)."""
+    trainer = None
+    if script is not None:
+        try:
+            trainer = hashlib.sha256(Path(script).read_bytes()).hexdigest()[:16]
+        except OSError:
+            trainer = None
+    return {"playground_gym_source": source_digest(), "trainer_sha256": trainer,
+            **{name: version_of(name) for name in ("playground", "mujoco", "mujoco-mjx", "jax", "torch", "brax")}}

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["HOW_IT_RUNS", "SETTINGS_FORMAT", "differing_settings", "settings_digest"]
+__all__ = ["HOW_IT_RUNS", "SETTINGS_FORMAT", "differing_settings", "settings_digest", "settings_of"]
 
 SETTINGS_FORMAT = 1  # part of every digest: a change of what the digest covers makes old digests differ
 # ExperimentArgs fields that change how a run executes or where it writes, not what it learns. ``preset`` only fills
@@ -36,21 +36,31 @@ HOW_IT_RUNS = frozenset({
 })
 
 
-def _settings(args: Mapping[str, Any], world_size: int) -> dict[str, Any]:
+def settings_of(args: Mapping[str, Any], world_size: int = 1,
+                extensions: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """What :func:`settings_digest` hashes: the result-changing fields of ``args``, the number of ranks and, for a run
+    resumed with a larger ``--total-timesteps``, its ``extensions`` (``summary.json``'s: the step of each resume and
+    the budget before it; such a run stretched its schedules mid-way: it is not the run planned at its final budget)."""
     settings = {k: v for k, v in args.items() if k not in HOW_IT_RUNS}
-    return {**settings, "_world_size": int(world_size), "_format": SETTINGS_FORMAT}
+    settings.update(_world_size=int(world_size), _format=SETTINGS_FORMAT)
+    if extensions:
+        settings["_extensions"] = [dict(e) for e in extensions]
+    return settings
 
 
-def settings_digest(args: Mapping[str, Any], world_size: int = 1) -> str:
+def settings_digest(args: Mapping[str, Any], world_size: int = 1, extensions: Sequence[Mapping[str, Any]] = ()) -> str:
     """16 hex digits identifying the resolved ``args`` (a trainer's ``asdict(args)`` or ``summary.json``'s ``args``)
-    on ``world_size`` ranks, ignoring the fields of :data:`HOW_IT_RUNS`. Tuples and lists hash alike (JSON)."""
-    text = json.dumps(_settings(args, world_size), sort_keys=True, default=str)
+    on ``world_size`` ranks (see :func:`settings_of`), ignoring the fields of :data:`HOW_IT_RUNS`. Tuples and lists
+    hash alike (JSON)."""
+    text = json.dumps(settings_of(args, world_size, extensions), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_MISSING = "(absent)"
+
+
 def differing_settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{field: (value in a, value in b)}`` of the result-changing fields where two args dicts differ (a field
-    missing on one side shows as ``None``)."""
-    a, b = _settings(a, 1), _settings(b, 1)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if json.dumps(a.get(k), default=str) != json.dumps(b.get(k), default=str)}
+    """``{field: (value in a, value in b)}`` where two :func:`settings_of` dicts differ; a field only one of them has
+    shows as ``"(absent)"`` on the other side (``_world_size``: the ranks; ``_extensions``: resumed budgets)."""
+    return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a) | set(b))
+            if k not in a or k not in b or json.dumps(a[k], default=str) != json.dumps(b[k], default=str)}

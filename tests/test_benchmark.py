@@ -269,7 +269,7 @@ def test_batch_isolates_failures_records_them_and_reports(capsys, scripts_dir, t
     assert "4 ok, 4 failed" in printed
     md = (out / "report.md").read_text()
     assert re.search(r"\| CartpoleBalance \| good \| `[0-9a-f]{8}` \| 2 \(1, 2\) \| 5.6 ± 0.7 \|", md)  # 5.096, 6.096
-    assert "## Failed runs" in md and "PointMass__bad__1" in md and "boom: simulated crash" in md
+    assert "## Failed or unfinished runs" in md and "PointMass__bad__1" in md and "boom: simulated crash" in md
     assert (out / "plots" / "CartpoleBalance.png").stat().st_size > 0
     plan = json.loads((out / "plan.json").read_text())
     assert len(plan["runs"]) == 8
@@ -300,7 +300,8 @@ def test_cpu_blas_shim_reaches_local_runs_unless_turned_off(capsys, scripts_dir,
 
 
 def test_exit_0_without_summary_and_timeout_are_failures(capsys, scripts_dir, tmp_path):
-    (scripts_dir / "nosummary.py").write_text(GOOD.replace("json.dump(summary, open(os.path.join(run, \"summary.json\"), \"w\"), indent=2)", "pass"))
+    writes = 'json.dump(summary, open(os.path.join(run, "summary.json"), "w"), indent=2)'
+    (scripts_dir / "nosummary.py").write_text(GOOD.replace(writes, "pass"))
     # a trainer whose summary records other settings than the plan resolved (here: it ignores --learning-rate)
     (scripts_dir / "othersettings.py").write_text(GOOD.replace(_PARSED, _PARSED + "\n    a.learning_rate = 0.5"))
     rc = campaign.main(["--scripts", "nosummary,othersettings", "--scripts-dir", str(scripts_dir), "--envs",
@@ -437,15 +438,23 @@ def test_report_never_averages_other_settings_or_a_seed_twice(tmp_path, capsys):
         run = _write_run(root / str(args["total_timesteps"]), "CartpoleBalance", "ppo_continuous", seed, final,
                          [final])
         summary = json.loads((run / "summary.json").read_text())
-        (run / "summary.json").write_text(json.dumps({**summary, "args": {**args, "seed": seed}}))
-    time.sleep(0.05)  # the rerun of seed 1 is the newest summary
+        code = {"trainer_sha256": f"sha{seed}", "torch": "2.13.0"}  # seed 2 ran another trainer file than seed 1
+        (run / "summary.json").write_text(json.dumps({**summary, "args": {**args, "seed": seed}, "code": code}))
     again = _write_run(root / "rerun", "CartpoleBalance", "ppo_continuous", 1, 1000.0, [1000.0])
+    again = again.rename(again.with_name(again.name.replace("1700000000", "1700000001")))  # started later: newest
     summary = json.loads((again / "summary.json").read_text())
-    (again / "summary.json").write_text(json.dumps({**summary, "args": {**base, "seed": 1}}))
+    (again / "summary.json").write_text(json.dumps({**summary, "args": {**base, "seed": 1},
+                                                    "code": {"trainer_sha256": "sha1", "torch": "2.13.0"}}))
     (tmp_path / "status").mkdir()
     (tmp_path / "status" / "X__y__1.json").write_text('{"key": "X__y__1", "reason": "a\x1bb"}')  # raw control char
+    from playground_gym.run_settings import settings_digest
+
+    for seed, digest in ((2, settings_digest({**base, "seed": 2})), (3, settings_digest({**base, "seed": 3}))):
+        key = f"CartpoleBalance__ppo_continuous__{seed}"  # seed 2 failed once, then completed: moot; seed 3 never did
+        (tmp_path / "status" / f"{key}.json").write_text(json.dumps(
+            {"key": key, "status": "failed", "reason": f"killed {seed}", "settings_digest": digest}))
     md = report.write_report([root], tmp_path / "rep", status_dirs=[tmp_path / "status"]).read_text()
-    rows = [ln for ln in md.splitlines() if ln.startswith("| CartpoleBalance")]
+    rows = [ln for ln in md.splitlines() if ln.startswith("| CartpoleBalance | ")]
     assert len(rows) == 2
     finals = sorted(ln.split("|")[5].strip() for ln in rows)
     assert finals == ["15.0 ± 7.1", f"975.0 ± {np.std([950.0, 1000.0], ddof=1):.1f}"]  # never 900 and 1000 of seed 1
@@ -453,6 +462,10 @@ def test_report_never_averages_other_settings_or_a_seed_twice(tmp_path, capsys):
     assert "`total_timesteps` 4096 vs 800000" in md or "`total_timesteps` 800000 vs 4096" in md
     assert "older runs of a seed already counted are left out" in md and "seed 1" in md
     assert "X__y__1 | unreadable |" in md and "not readable JSON" in md
+    assert "killed 3" in md and "killed 2" not in md
+    mixed = md.split("## Rows whose seeds ran on different code")[1].split("##")[0]
+    assert mixed.count("CartpoleBalance / ppo_continuous") == 2 and "`trainer_sha256`: sha1, sha2" in mixed
+    assert "torch" not in mixed  # the same version on both sides
     assert "unreadable status record" in capsys.readouterr().err
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -127,6 +128,8 @@ def test_tiny_run_writes_everything(tiny_run):
     # the digest the run records is the one a campaign resolves for the same command line without running it
     (resolved,) = resolve.resolve_commands(SCRIPT, [[*TINY, "--runs-dir", "elsewhere", "--device", "cpu"]])
     assert summary["settings_digest"] == resolved["digest"] == run_settings.settings_digest(summary["args"])
+    assert summary["code"]["trainer_sha256"] == hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:16]
+    assert summary["code"]["playground_gym_source"] and summary["code"]["torch"]
     assert summary["env_steps"] == 4096 and len(summary["eval_history"]) == 2
     assert summary["env_trace_counts"] == {"reset": 1, "step": 1}  # evaluation shares the training envs' step
     assert summary["final_eval_return"] == summary["eval_history"][-1]["return"]
@@ -161,6 +164,12 @@ def test_resume_continues_step_counter(tiny_run):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] == 6144
     assert [e["step"] for e in summary["eval_history"]] == [2048, 4096, 6144]
+    # a run extended mid-way stretched its schedules: it is not the run a campaign plans at 6144 steps
+    assert summary["extensions"] == [{"step": 4096, "from_total_timesteps": 4096}]
+    (planned,) = resolve.resolve_commands(SCRIPT, [[*TINY, "--total-timesteps", "6144"]])
+    assert planned["args"]["total_timesteps"] == summary["args"]["total_timesteps"] == 6144
+    assert summary["settings_digest"] != planned["digest"]
+    assert summary["settings_digest"] == run_settings.settings_digest(summary["args"], 1, summary["extensions"])
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["iteration"] == 6
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

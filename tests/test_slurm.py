@@ -37,7 +37,8 @@ def test_a_campaign_submitted_to_slurm_runs_records_and_reports(cluster, tmp_pat
     shutil.copy(ROOT / "cleanrl_ppo" / "ppo_continuous.py", scripts / "ppo_continuous.py")
     trainer = (ROOT / "cleanrl_ppo" / "ppo_continuous.py").read_text()  # its flags, so the campaign resolves them
     crash = '\n    import sys\n    print("crashes: simulated failure", file=sys.stderr)\n    sys.exit(3)'
-    (scripts / "crashes.py").write_text(trainer.replace('if __name__ == "__main__":', 'if __name__ == "__main__":' + crash))
+    main = 'if __name__ == "__main__":'
+    (scripts / "crashes.py").write_text(trainer.replace(main, main + crash))
     out = tmp_path / "out"
     env = dict(cluster, PYTHON=sys.executable)
     submitted = []
@@ -78,7 +79,8 @@ def test_gpus_per_run_asks_slurm_for_gpus_and_runs_torchrun(capsys, tmp_path):
     sbatch = (out / "slurm" / "benchmark.sbatch").read_text()
     assert "#SBATCH --gres=gpu:4" in sbatch
     (line,) = (out / "slurm" / "commands.txt").read_text().splitlines()
-    assert ('srun --ntasks=1 --gres=gpu:4 "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node 4 '
+    assert ('srun --ntasks=1 --gres=gpu:4 ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} "$PYTHON" '
+            '-m torch.distributed.run --standalone --nproc-per-node 4 '
             in line) and "ppo_tanh.py --env-id CartpoleBalance" in line
     assert subprocess.run(["bash", "-n", str(out / "slurm" / "benchmark.sbatch")]).returncode == 0
     one = campaign.main(["--envs", "CartpoleBalance", "--scripts", "ppo_tanh", "--out", str(tmp_path / "one"),

@@ -26,7 +26,7 @@ TINY_MULTIUNROLL = ["--env-id", "playground/CartpoleBalance", "--seed", "3", "--
                     "--num-evals", "5", "--checkpoint-interval", "2", "--num-resets-per-eval", "0", "--save-model"]
 SUMMARY_FIELDS = {"env_id", "env_steps", "wall_time_s", "sps", "final_eval_return", "strength", "final_strength",
                   "total_reward_ma", "random_policy_return", "eval_history", "nan_skipped_updates", "env_trace_counts",
-                  "args", "settings_digest"}
+                  "args", "settings_digest", "code"}
 
 
 def load_trainer(name: str) -> ModuleType:

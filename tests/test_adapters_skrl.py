@@ -91,7 +91,7 @@ def test_bad_input_is_a_clear_type_error(numpy_env):
 
 
 def test_what_skrl_does_at_a_truncation_is_what_the_docs_say():
-    """skrl 2.1.1 (README, "Other RL libraries"): with time_limit_bootstrap=True, PPO adds gamma * V(next_observations)
+    """skrl 2.1.1 (docs/libraries.md): with time_limit_bootstrap=True, PPO adds gamma * V(next_observations)
     on truncated steps (after a same-step autoreset: the next episode's first observation) and its GAE cuts there;
     with the default False it adds nothing and its GAE runs on across the truncation."""
     import inspect

@@ -197,5 +197,5 @@ def test_cartpole_balance_learns_with_defaults(tmp_path):
     (run_dir,) = run_dirs(tmp_path / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
     reached = [e for e in summary["eval_history"] if e["return"] >= 990]
-    # measured: 995.5 at 328k steps (73 s); the wall-time criterion is reported in the README, not asserted
+    # measured: 995.5 at 328k steps (73 s); the wall-time criterion is reported in docs/trainers.md, not asserted
     assert reached and reached[0]["step"] <= 500_000, summary["eval_history"]

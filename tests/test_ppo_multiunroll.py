@@ -351,7 +351,7 @@ def test_cartpole_balance_rises_with_cpu_preset(tmp_path):
     """The cpu preset (1.31M steps) lifts CartpoleBalance's deterministic eval return well above the random policy's
     (341.5) and its own start. Seed 1 measured 617 / 636 / 556 / 716 at 262k / 524k / 786k / 1.05M steps and then fell
     to 282 (peer benchmark, 2 torch threads); other seeds reached 999 and 760-773, Brax's own trainer 1000 / 1000 / 447
-    (README). Wall time is reported in the README, not asserted."""
+    (docs/trainers.md). Wall time is reported there, not asserted."""
     result = run(["--env-id", "CartpoleBalance", "--preset", "cpu", "--eval-interval", "8", "--runs-dir", "runs"],
                  tmp_path, timeout=1800)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -301,7 +301,7 @@ def test_same_seed_same_returns(tiny_run, tmp_path):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_cartpole_balance_learns_with_defaults(tmp_path, seed):
     """Defaults reach deterministic eval return >= 990 within 500k env steps and end >= 980 (measured: 990+ at 246k,
-    410k and 492k for seeds 1-3, 999.6-999.8 at the end). Wall time is reported in the README, not asserted."""
+    410k and 492k for seeds 1-3, 999.6-999.8 at the end). Wall time is reported in docs/trainers.md, not asserted."""
     result = run(["--env-id", "CartpoleBalance", "--seed", str(seed), "--runs-dir", "runs"], tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     (run_dir,) = run_dirs(tmp_path / "runs")

@@ -1,4 +1,4 @@
-"""The step semantics (README, "Semantics") on CartpoleBalance: same-step autoreset, final_obs, episode statistics,
+"""The step semantics (docs/environment.md) on CartpoleBalance: same-step autoreset, final_obs, episode statistics,
 truncation vs termination, dtypes, clipping, determinism, full_reset, single compilation."""
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ from playground_gym.loading import load_env, resolve_impl
 
 __all__ = ["PlaygroundVectorEnv", "STATE_FORMAT", "make_vec"]
 
-STATE_FORMAT = 2  # 2: reset keys from playground_gym.keys (a format-1 state would continue on other keys)
+STATE_FORMAT = 3  # 2: reset keys from playground_gym.keys (a format-1 state would continue on other keys); 3: large
+# batches carry their physics state leaf by leaf (autoreset.FUSE_LIMIT)
 _INT32_MAX = 2**31 - 1  # counters (elapsed steps, episode lengths, num_envs) are int32 on the device
 
 

@@ -11,6 +11,7 @@ import torch
 
 import playground_gym
 from playground_gym import vector_env
+from playground_gym.vector_env import STATE_FORMAT
 
 N = 4
 
@@ -97,7 +98,7 @@ def _elapsed(saved, value):
     ({"carry": KeyError}, ValueError, r"missing \['carry'\]"),
     ({"settings": None}, ValueError, "settings expected a dict"),
     ({"reset_count": -5}, ValueError, "reset_count expected an int"),
-    ({"format": 1}, TypeError, "format 2"),
+    ({"format": 1}, TypeError, f"format {STATE_FORMAT}"),
     ("elapsed", ValueError, "elapsed steps expected in"),
 ])
 def test_a_bad_state_is_refused_and_changes_nothing(env, change, error, message):

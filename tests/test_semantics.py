@@ -233,3 +233,56 @@ def test_state_dict_of_other_settings_is_a_clear_error(short_env, long_env):
     bad = {**saved, "carry": {k: v[:2] for k, v in saved["carry"].items()}}
     with pytest.raises(ValueError, match="carry expected arrays"):
         short_env.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("full_reset", [True, False])
+def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypatch):
+    """Large batches carry the physics state leaf by leaf (autoreset.FUSE_LIMIT), small ones fused per dtype: the
+    same outputs, bit for bit, across episode ends; and a vector env with such a carry saves and continues exactly."""
+    import weakref
+    from collections import OrderedDict
+
+    import jax
+
+    import playground_gym
+    from playground_gym import autoreset, provenance, vector_env
+    from playground_gym.loading import load_env
+
+    env = load_env("CartpoleBalance", impl="jax")
+    spec = autoreset.EpisodeSpec(max_steps=7, full_reset=full_reset)
+    keys = jax.random.split(jax.random.PRNGKey(3), NUM_ENVS)
+    actions = [jax.numpy.asarray(a.numpy()) for a in random_actions(20, seed=5)]
+    runs = {}
+    for limit in (autoreset.FUSE_LIMIT, 0):
+        monkeypatch.setattr(autoreset, "FUSE_LIMIT", limit)
+        fns = autoreset.make_vector_functions(env, spec)
+        carry, first, out = jax.jit(fns.reset)(keys)
+        outs = [out]
+        step = jax.jit(fns.step)
+        for a in actions:
+            carry, out = step(carry, first, a)
+            outs.append(out)
+        runs[limit] = (set(carry), outs)
+    (fused_names, fused), (leaf_names, leafwise) = runs.values()
+    assert len(leaf_names) > 20 > len(fused_names)  # about a hundred leaves against one array per dtype
+    assert any(bool(o["done"].any()) for o in fused[1:])  # fused[0]: the reset's outputs
+    for a, b in zip(fused, leafwise):
+        assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+    # the vector env: no trace cache or sharing here (their keys do not cover a patched limit)
+    monkeypatch.setattr(provenance, "cache_dir", lambda: None)
+    monkeypatch.setattr(vector_env, "_SHARED_LIVE", weakref.WeakValueDictionary())
+    monkeypatch.setattr(vector_env, "_SHARED", OrderedDict())
+    make = lambda seed: playground_gym.make_vec("CartpoleBalance", NUM_ENVS, device="cpu", episode_length=7,  # noqa: E731
+                                                full_reset=full_reset, seed=seed, array_type="numpy")
+    envs = make(1)
+    envs.reset(seed=2)
+    assert envs._shared.layout(NUM_ENVS)[0].keys() == set(envs._carry)
+    assert any("#" in name for name in envs._carry)  # leaf by leaf
+    for a in actions[:9]:
+        envs.step(np.asarray(a))
+    saved = envs.state_dict()
+    expected = [envs.step(np.asarray(a))[1] for a in actions[9:]]
+    twin = make(5)
+    twin.load_state_dict(saved)
+    assert all(np.array_equal(w, twin.step(np.asarray(a))[1]) for w, a in zip(expected, actions[9:]))

@@ -8,12 +8,18 @@ all of them alike), env steps per second of:
   ours_jax  the same env with array_type="jax" (JAX actions in, JAX arrays out, no wait per step): the same
             compiled step and bookkeeping without torch mode's hand-over, so ours_jax/raw is what the bookkeeping
             costs and ours/ours_jax what the hand-over costs
-and reports each round's ratio ours/raw and ours/upstream (median over rounds), plus ours_jax/raw. Time to first step is
+  ours_replay, ours_jax_replay  the same two with full_reset=False: finished envs replay their first state, the
+            same reset work as upstream's (the default, fresh initial states, keeps a pool of them in the carry)
+and reports each round's ratio to raw and to upstream (median over rounds). Actions are random but constant, so no
+episode ends inside the timed rounds (1000-step episodes): what is timed is the step and its books, not resets
+(``--reset-cost`` times those). Several ``--num-envs`` make one table of all sizes. Time to first step is
 measured in fresh subprocesses with the persistent compilation cache off (cold), plus ours with a warm
 cache: wall time from env construction to the end of the SECOND step, because upstream compiles its step
 twice (reset and step outputs differ in weak types).
 
     python benchmarks/env_throughput.py --envs CartpoleBalance CheetahRun --num-envs 1024
+    python benchmarks/env_throughput.py --envs CartpoleBalance CheetahRun --num-envs 4 64 1024 4096 \
+        --skip-first-step --steps 30 --rounds 5 --json docs/benchmarks/throughput/results.json
 
 ``--reset-cost`` measures instead what fresh initial states (``full_reset=True``, the default) cost against
 upstream's replay of each env's first state (``full_reset=False``), torch mode, interleaved: rounds of exactly one
@@ -95,8 +101,10 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     raw_env = registry.load(env_id, config_overrides={"impl": "jax"})
     up_env = wrapper.wrap_for_brax_training(registry.load(env_id, config_overrides={"impl": "jax"}),
                                             episode_length=1000)
-    ours = playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000)
-    ours_jax = playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000, array_type="jax")
+    ours = {kind: playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000,
+                                          array_type="jax" if "jax" in kind else "torch",
+                                          full_reset="replay" not in kind)
+            for kind in ("ours", "ours_jax", "ours_replay", "ours_jax_replay")}
     act_dim = raw_env.action_size
     gen = torch.Generator().manual_seed(0)
     host_actions = 2 * torch.rand(num_envs, act_dim, generator=gen) - 1
@@ -107,18 +115,18 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     up_step = jax.jit(up_env.step)
     with jax.default_device(jax_device):
         state = {"raw": jax.jit(jax.vmap(raw_env.reset))(keys), "upstream": jax.jit(up_env.reset)(keys)}
-    ours.reset(seed=0)
-    ours_jax.reset(seed=0)
+    for e in ours.values():
+        e.reset(seed=0)
 
     def run(kind: str) -> float:
         start = time.perf_counter()
-        if kind == "ours":
+        if kind in ("ours", "ours_replay"):
             for _ in range(steps):
-                reward = ours.step(torch_actions)[1]
+                reward = ours[kind].step(torch_actions)[1]
             float(reward.sum())  # reading a result waits for the last step
-        elif kind == "ours_jax":
+        elif kind in ("ours_jax", "ours_jax_replay"):
             for _ in range(steps):
-                reward = ours_jax.step(jax_actions)[1]
+                reward = ours[kind].step(jax_actions)[1]
             jax.block_until_ready(reward)
         else:
             fn, s = (raw_step, state[kind]) if kind == "raw" else (up_step, state[kind])
@@ -128,7 +136,7 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
             state[kind] = s
         return steps * num_envs / (time.perf_counter() - start)
 
-    kinds = ("raw", "upstream", "ours", "ours_jax")
+    kinds = ("raw", "upstream", "ours", "ours_jax", "ours_replay", "ours_jax_replay")
     for kind in kinds:  # compile and warm up
         run(kind), run(kind)
     sps: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -177,7 +185,7 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartpoleBalance", "CheetahRun"])
-    parser.add_argument("--num-envs", type=int, default=1024)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1024], help="one or more batch sizes")
     parser.add_argument("--steps", type=int, default=100, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--skip-first-step", action="store_true", help="throughput only")
@@ -194,6 +202,7 @@ def main() -> None:
 
     if args.reset_cost:
         rows = {}
+        args.num_envs = args.num_envs[0]
         for env_id in args.envs:
             ms = reset_cost(env_id, args.num_envs, args.episode_length, args.rounds, args.device)
             rows[env_id] = ms
@@ -207,34 +216,58 @@ def main() -> None:
                 json.dump({"episode_length": args.episode_length, "rounds": args.rounds, "ms_per_step": rows}, f)
         return
 
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,
+            "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:])}
+    print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores), device {args.device}: {meta['command']}")
+    by_size = {n: sweep(args, n) for n in args.num_envs}
+    if args.json:
+        with open(args.json, "w") as f:  # one size: {env: results} (benchmarks/gpu reads it so); several: by size
+            json.dump(by_size[args.num_envs[0]] if len(by_size) == 1
+                      else {"meta": meta, **{str(n): r for n, r in by_size.items()}}, f, indent=1)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown CPU"
+
+
+def sweep(args: argparse.Namespace, num_envs: int) -> dict[str, dict[str, object]]:
+    """Throughput (and time to first steps) of every env at one size; prints its tables, returns the results."""
     results = {}
     for env_id in args.envs:
         res: dict[str, object] = {}
         if not args.skip_first_step:
             with tempfile.TemporaryDirectory() as cache:
                 res["ttfs"] = {
-                    "upstream (cold)": time_to_first_steps("upstream", env_id, args.num_envs, None),
-                    "ours (cold)": time_to_first_steps("ours", env_id, args.num_envs, None),
-                    "ours (warm cache)": (time_to_first_steps("ours", env_id, args.num_envs, cache),
-                                          time_to_first_steps("ours", env_id, args.num_envs, cache))[1],
+                    "upstream (cold)": time_to_first_steps("upstream", env_id, num_envs, None),
+                    "ours (cold)": time_to_first_steps("ours", env_id, num_envs, None),
+                    "ours (warm cache)": (time_to_first_steps("ours", env_id, num_envs, cache),
+                                          time_to_first_steps("ours", env_id, num_envs, cache))[1],
                 }
-        sps = throughput(env_id, args.num_envs, args.steps, args.rounds, args.device)
+        sps = throughput(env_id, num_envs, args.steps, args.rounds, args.device)
         res["sps"] = sps
-        res["ratio_raw"] = statistics.median(o / r for o, r in zip(sps["ours"], sps["raw"]))
-        res["ratio_upstream"] = statistics.median(o / u for o, u in zip(sps["ours"], sps["upstream"]))
-        res["ratio_jax_raw"] = statistics.median(o / r for o, r in zip(sps["ours_jax"], sps["raw"]))
+        ratio = lambda a, b: statistics.median(x / y for x, y in zip(sps[a], sps[b]))  # noqa: E731
+        res["ratio_raw"], res["ratio_upstream"] = ratio("ours", "raw"), ratio("ours", "upstream")
+        res["ratio_jax_raw"] = ratio("ours_jax", "raw")
+        res["ratios"] = {f"{k}/{ref}": ratio(k, ref) for k in ("ours", "ours_jax", "ours_replay", "ours_jax_replay")
+                         for ref in ("raw", "upstream")}
         results[env_id] = res
 
-    print(f"\n## Env throughput, {args.num_envs} envs, {args.device} ({os.cpu_count()} CPU cores), "
-          f"{args.rounds} interleaved rounds x {args.steps} steps\n")
-    print("| env | raw vmap SPS | upstream SPS | playground_gym (torch) SPS | ours/raw | ours/upstream "
-          "| playground_gym (jax) SPS | ours_jax/raw |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n## Env throughput, {num_envs} envs, {args.device} ({os.cpu_count()} CPU cores), "
+          f"{args.rounds} interleaved rounds x {args.steps} steps (ratios: median over rounds)\n")
+    print("| env | envs | raw vmap SPS | upstream SPS | torch fresh | torch replay | jax fresh | jax replay |")
+    print("|---|---:|---:|---:|---|---|---|---|")
     for env_id, res in results.items():
         med = {k: statistics.median(v) for k, v in res["sps"].items()}
-        print(f"| {env_id} | {med['raw']:,.0f} | {med['upstream']:,.0f} | {med['ours']:,.0f} | "
-              f"{res['ratio_raw']:.2f} | {res['ratio_upstream']:.2f} | {med['ours_jax']:,.0f} | "
-              f"{res['ratio_jax_raw']:.2f} |")
+        cells = [f"{med[k]:,.0f} ({res['ratios'][f'{k}/raw']:.2f}x raw, {res['ratios'][f'{k}/upstream']:.2f}x up)"
+                 for k in ("ours", "ours_replay", "ours_jax", "ours_jax_replay")]
+        print(f"| {env_id} | {num_envs} | {med['raw']:,.0f} | {med['upstream']:,.0f} | " + " | ".join(cells) + " |",
+              flush=True)
     if not args.skip_first_step:
         print("\n## Time to first steps (s): construct+reset, step 1, step 2, total\n")
         print("| env | contender | construct+reset | step 1 | step 2 | total |")
@@ -243,9 +276,7 @@ def main() -> None:
             for name, t in res["ttfs"].items():
                 print(f"| {env_id} | {name} | {t['construct_and_reset']:.1f} | {t['first_step']:.2f} | "
                       f"{t['second_step']:.2f} | {t['total']:.1f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    return results
 
 
 if __name__ == "__main__":

@@ -61,8 +61,8 @@ __all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", 
            "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
            "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
-CHECKPOINT_FORMAT = 5  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
-# 5: the training-return history (total_reward_ma)
+CHECKPOINT_FORMAT = 6  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
+# 5: the training-return history (total_reward_ma); 6: env state format 3, resumes that extended the run
 
 
 class CLIError(Exception):

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from playground_gym import menagerie, provenance
+from playground_gym import autoreset, menagerie, provenance
 from playground_gym.configs import suite_of
 from playground_gym.loading import find_menagerie
 
@@ -104,6 +104,7 @@ def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
         "platform": jax_device.platform,
         "device_kind": jax_device.device_kind,
         "jax_settings": provenance.jax_settings(),
+        "fuse_limit": autoreset.FUSE_LIMIT,  # the carry's layout (fused per dtype or leaf by leaf) follows from it
         "versions": {name: provenance.version_of(name)
                      for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground", "warp-lang")},
         "playground_files": provenance.playground_digest(),

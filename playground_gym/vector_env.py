@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from playground_gym import backend, keys, provenance, trace_cache
+from playground_gym import autoreset, backend, keys, provenance, trace_cache
 from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, VectorFunctions, make_vector_functions
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import _F32_MAX, actions_to_jax, check_array_type, export, export_packed
@@ -305,7 +305,7 @@ class PlaygroundVectorEnv(VectorEnv):
         # Vector envs of identical settings (e.g. a trainer's training and evaluation envs) share the loaded env and
         # its compiled functions: tracing and compiling an env step costs seconds.
         share_key = (None if custom_env is not None or config_overrides else
-                     (self.env_id, self.impl, self.jax_device, spec, self.num_envs,
+                     (self.env_id, self.impl, self.jax_device, spec, self.num_envs, autoreset.FUSE_LIMIT,
                       tuple(sorted(provenance.jax_settings().items()))))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
@@ -518,7 +518,13 @@ class PlaygroundVectorEnv(VectorEnv):
                 raise ValueError(f"state: {name} expected a dict of arrays; got {type(arrays).__name__}")
             got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
             if got != layout:
-                raise ValueError(f"state: {name} expected arrays {layout}; got {got}")
+                kind = lambda names: "leaf by leaf" if any("#" in n for n in names) else "fused per dtype"  # noqa: E731
+                if kind(got) != kind(layout):
+                    raise ValueError(f"state: {name} is carried {kind(got)} and this env's {kind(layout)} "
+                                     f"(autoreset.FUSE_LIMIT); save and load with the same version and settings")
+                differ = sorted(k for k in set(got) | set(layout) if got.get(k) != layout.get(k))
+                raise ValueError(f"state: {name} does not fit this env's carry: {len(differ)} of its arrays differ, "
+                                 f"e.g. {differ[0]!r}: expected {layout.get(differ[0])}, got {got.get(differ[0])}")
             return {k: jax.device_put(np.array(v), self.jax_device) for k, v in arrays.items()}
 
         carry = check("carry", state["carry"], carry_layout)

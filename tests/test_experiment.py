@@ -96,7 +96,7 @@ def test_resume_rejects_old_or_missing_checkpoints(tmp_path):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path / "nothing.pt")])
     old = tmp_path / "checkpoint.pt"
     torch.save({"agent": {}, "global_step": 1024, "args": {}}, old)  # what the trainers wrote before format 2
-    with pytest.raises(experiment.CLIError, match="older version.*format 1, expected 5"):
+    with pytest.raises(experiment.CLIError, match=f"older version.*format 1, expected {experiment.CHECKPOINT_FORMAT}"):
         experiment.Experiment(ppo.Args, ["--resume", str(tmp_path)])
 
 

@@ -231,7 +231,7 @@ def test_state_dict_of_other_settings_is_a_clear_error(short_env, long_env):
     with pytest.raises(TypeError, match="state_dict"):
         long_env.load_state_dict({"carry": {}})
     bad = {**saved, "carry": {k: v[:2] for k, v in saved["carry"].items()}}
-    with pytest.raises(ValueError, match="carry expected arrays"):
+    with pytest.raises(ValueError, match="carry does not fit this env.s carry"):
         short_env.load_state_dict(bad)
 
 
@@ -286,3 +286,8 @@ def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypat
     twin = make(5)
     twin.load_state_dict(saved)
     assert all(np.array_equal(w, twin.step(np.asarray(a))[1]) for w, a in zip(expected, actions[9:]))
+    monkeypatch.setattr(autoreset, "FUSE_LIMIT", 2**17)  # a fused env (the limit keys the sharing: not the twin's)
+    fused_env = make(6)
+    assert not any("#" in name for name in fused_env._shared.layout(NUM_ENVS)[0])
+    with pytest.raises(ValueError, match="carried leaf by leaf and this env's fused per dtype"):
+        fused_env.load_state_dict(saved)

@@ -284,21 +284,16 @@ def summaries(runs_dir: str | Path) -> list[tuple[Path, str | None, Any]]:
     """(summary.json path, settings digest, seed) of every trainer run folder in ``runs_dir``; the digest is
     recomputed from the summary's resolved ``args`` (so summaries written before digests existed count too), None for
     an unreadable summary or one without args."""
-    from playground_gym.run_settings import settings_digest
+    from playground_gym.run_settings import summary_digest
 
     out = []
     for path in sorted(Path(runs_dir).glob("*/summary.json")):
         try:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):
-            out.append((path, None, None))
-            continue
-        args = summary.get("args") if isinstance(summary, dict) else None
-        if not isinstance(args, dict):
-            out.append((path, None, None))
-            continue
-        digest = settings_digest(args, summary.get("world_size") or 1, summary.get("extensions") or ())
-        out.append((path, digest, summary.get("seed", args.get("seed"))))
+            summary = None
+        digest = summary_digest(summary)
+        out.append((path, digest, summary.get("seed", summary["args"].get("seed")) if digest else None))
     return out
 
 
@@ -761,7 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _mkl_shim():
     """tools/mkl_shim.py (a CPU benchmarking tool kept outside the package)."""
-    sys.path.insert(0, str(REPO / "tools"))
+    if str(REPO / "tools") not in sys.path:
+        sys.path.insert(0, str(REPO / "tools"))
     import mkl_shim
 
     return mkl_shim

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from playground_gym.experiment import TOTAL_REWARD_MA_FRACTION, total_reward_ma
-from playground_gym.run_settings import differing_settings, settings_digest, settings_of
+from playground_gym.run_settings import differing_settings, settings_of, summary_digest
 
 __all__ = [
     "DEFAULT_REFERENCES",
@@ -98,9 +98,7 @@ class Run:
     @property
     def settings(self) -> str:
         """The settings digest of the run's resolved args (``?`` for a summary without args)."""
-        if not self.args:
-            return "?"
-        return settings_digest(self.args, self.summary.get("world_size") or 1, self.summary.get("extensions") or ())
+        return summary_digest(self.summary) or "?"
 
     @property
     def started(self) -> float:

@@ -25,7 +25,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["HOW_IT_RUNS", "SETTINGS_FORMAT", "differing_settings", "settings_digest", "settings_of"]
+__all__ = ["HOW_IT_RUNS", "SETTINGS_FORMAT", "differing_settings", "settings_digest", "settings_of",
+           "summary_digest"]
 
 SETTINGS_FORMAT = 1  # part of every digest: a change of what the digest covers makes old digests differ
 # ExperimentArgs fields that change how a run executes or where it writes, not what it learns. ``preset`` only fills
@@ -54,6 +55,15 @@ def settings_digest(args: Mapping[str, Any], world_size: int = 1, extensions: Se
     hash alike (JSON)."""
     text = json.dumps(settings_of(args, world_size, extensions), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def summary_digest(summary: Any) -> str | None:
+    """The settings digest of a trainer's ``summary.json`` (from its resolved ``args``, ``world_size`` and
+    ``extensions``, so summaries written before the digest was recorded count too); None without args."""
+    args = summary.get("args") if isinstance(summary, Mapping) else None
+    if not isinstance(args, Mapping) or not args:
+        return None
+    return settings_digest(args, summary.get("world_size") or 1, summary.get("extensions") or ())
 
 
 _MISSING = "(absent)"

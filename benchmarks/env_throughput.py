@@ -2,7 +2,12 @@
 
 Measures, in ONE process with the three contenders interleaved round by round (so machine noise hits
 all of them alike), env steps per second of:
-  raw       jax.jit(jax.vmap(env.step)) on a Playground env: no autoreset, no episode books (the ceiling)
+  raw       jax.jit(jax.vmap(env.step)) on a Playground env: no autoreset, no episode books (the ceiling);
+            nothing waits between steps, so the Python side of step N+1 overlaps step N's physics
+  raw_torch the same raw step as a torch user must run it: each step's observation and reward taken into torch
+            (torch.from_dlpack), which on CPU waits for that step (a policy cannot act on unfinished results);
+            its actions are JAX arrays (ours convert torch actions, so this favours raw_torch).
+            ours/raw_torch is the wrapper's own cost at equal waiting; raw/raw_torch what the wait costs
   upstream  mujoco_playground.wrapper.wrap_for_brax_training(env) stepped with jax.jit
   ours      playground_gym.make_vec(..., array_type="torch").step(torch actions), outputs as torch tensors
   ours_jax  the same env with array_type="jax" (JAX actions in, JAX arrays out, no wait per step): the same
@@ -128,6 +133,13 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
             for _ in range(steps):
                 reward = ours[kind].step(jax_actions)[1]
             jax.block_until_ready(reward)
+        elif kind == "raw_torch":
+            s = state["raw"]
+            for _ in range(steps):
+                s = raw_step(s, jax_actions)
+                obs, reward = torch.from_dlpack(s.obs), torch.from_dlpack(s.reward)
+            float(reward.sum())
+            state["raw"] = s
         else:
             fn, s = (raw_step, state[kind]) if kind == "raw" else (up_step, state[kind])
             for _ in range(steps):
@@ -136,7 +148,7 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
             state[kind] = s
         return steps * num_envs / (time.perf_counter() - start)
 
-    kinds = ("raw", "upstream", "ours", "ours_jax", "ours_replay", "ours_jax_replay")
+    kinds = ("raw", "raw_torch", "upstream", "ours", "ours_jax", "ours_replay", "ours_jax_replay")
     for kind in kinds:  # compile and warm up
         run(kind), run(kind)
     sps: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -256,18 +268,22 @@ def sweep(args: argparse.Namespace, num_envs: int) -> dict[str, dict[str, object
         res["ratio_jax_raw"] = ratio("ours_jax", "raw")
         res["ratios"] = {f"{k}/{ref}": ratio(k, ref) for k in ("ours", "ours_jax", "ours_replay", "ours_jax_replay")
                          for ref in ("raw", "upstream")}
+        res["ratios"] |= {f"{k}/raw_torch": ratio(k, "raw_torch") for k in ("ours", "ours_replay")}
+        res["ratios"]["raw_torch/raw"] = ratio("raw_torch", "raw")
         results[env_id] = res
 
     print(f"\n## Env throughput, {num_envs} envs, {args.device} ({os.cpu_count()} CPU cores), "
           f"{args.rounds} interleaved rounds x {args.steps} steps (ratios: median over rounds)\n")
-    print("| env | envs | raw vmap SPS | upstream SPS | torch fresh | torch replay | jax fresh | jax replay |")
-    print("|---|---:|---:|---:|---|---|---|---|")
+    print("| env | envs | raw vmap SPS | upstream SPS | torch fresh | torch replay | jax fresh | jax replay | "
+          "raw, waited per step (x raw) | torch replay / raw waited |")
+    print("|---|---:|---:|---:|---|---|---|---|---|---:|")
     for env_id, res in results.items():
         med = {k: statistics.median(v) for k, v in res["sps"].items()}
         cells = [f"{med[k]:,.0f} ({res['ratios'][f'{k}/raw']:.2f}x raw, {res['ratios'][f'{k}/upstream']:.2f}x up)"
                  for k in ("ours", "ours_replay", "ours_jax", "ours_jax_replay")]
-        print(f"| {env_id} | {num_envs} | {med['raw']:,.0f} | {med['upstream']:,.0f} | " + " | ".join(cells) + " |",
-              flush=True)
+        print(f"| {env_id} | {num_envs} | {med['raw']:,.0f} | {med['upstream']:,.0f} | " + " | ".join(cells) +
+              f" | {med['raw_torch']:,.0f} ({res['ratios']['raw_torch/raw']:.2f}x) | "
+              f"{res['ratios']['ours_replay/raw_torch']:.2f}x |", flush=True)
     if not args.skip_first_step:
         print("\n## Time to first steps (s): construct+reset, step 1, step 2, total\n")
         print("| env | contender | construct+reset | step 1 | step 2 | total |")

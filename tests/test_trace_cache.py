@@ -188,7 +188,9 @@ def test_program_keys_differ_exactly_where_the_program_differs():
     key = trace_cache.program_key(base, device)
     assert trace_cache.program_key(dict(base), device) == key
     for change in ({"num_envs": 8}, {"config_overrides": {"vision": False}},
-                   {"episode": {**base["episode"], "full_reset": False}}):
+                   {"episode": {**base["episode"], "full_reset": False}},
+                   {"episode": {**base["episode"], "randomization": "official"}},
+                   {"episode": {**base["episode"], "randomization": "official", "randomize_on_reset": True}}):
         assert trace_cache.program_key({**base, **change}, device) != key
     assert key["versions"]["jax"] and key["platform"] == "cpu" and key["menagerie"] is None
 
@@ -197,6 +199,14 @@ def test_custom_envs_are_not_cached(private_cache):
     from playground_gym.loading import load_env
 
     envs = playground_gym.make_vec(load_env("CartpoleBalance"), N, device="cpu", episode_length=5)
+    assert envs.programs_source == "traced (trace cache off)"
+    assert not list(private_cache.glob("*.bin"))
+
+
+def test_a_randomiser_of_your_own_is_not_cached(private_cache):
+    from test_randomization import mass_scale
+
+    envs = _fresh(domain_randomization=mass_scale)
     assert envs.programs_source == "traced (trace cache off)"
     assert not list(private_cache.glob("*.bin"))
 

@@ -67,9 +67,10 @@ def worker() -> dict:
     agent = ppo.Agent(obs_dim, act_dim)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3, eps=1e-8, fused=True)
     s = SimpleNamespace(obs=torch.randn(T, segments, obs_dim), actions=torch.randn(T, segments, act_dim),
-                        boot_obs=torch.randn(segments, obs_dim), logprobs=-torch.rand(T, segments),
+                        boot_critic_obs=torch.randn(segments, obs_dim), logprobs=-torch.rand(T, segments),
                         rewards=torch.rand(T, segments) * 0.1, terminations=torch.zeros(T, segments),
                         truncations=(torch.rand(T, segments) < 0.01).float())
+    s.critic_obs = s.obs  # the critic sees the policy's observations
     nonfinite = torch.zeros(())
     ppo.update(agent, optimizer, s, args, nonfinite)  # warm-up
     t = time.perf_counter()

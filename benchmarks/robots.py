@@ -44,8 +44,6 @@ def _probe(env_id: str) -> dict[str, object]:
         raise RuntimeError(f"{env_id}: non-finite reward after one step")
     first_step = time.perf_counter()
 
-    from mujoco_playground import registry
-
     raw = envs.mjx_env
     sizes = raw.observation_size
     as_list = lambda v: [int(v)] if isinstance(v, int) else [int(x) for x in v]  # noqa: E731
@@ -61,7 +59,7 @@ def _probe(env_id: str) -> dict[str, object]:
     official = configs.official_config(env_id)
     return {"env": env_id, "suite": configs.suite_of(env_id), "obs": ours, "action_size": int(raw.action_size),
             "episode_length": official["episode_length"], "ctrl_dt": official["ctrl_dt"],
-            "randomizer": registry.get_domain_randomizer(env_id) is not None,
+            "randomizer": official["domain_randomization"],
             "value_obs_key": official.get("value_obs_key"), "source": envs._shared.source,
             "construct_reset_s": reset_done - start, "first_step_s": first_step - reset_done,
             "total_s": first_step - start}

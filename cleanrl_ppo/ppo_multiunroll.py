@@ -1,13 +1,12 @@
 # PPO with Brax's `ppo.train` on MuJoCo Playground, CleanRL single-file style: ppo_tanh.py's tanh-Normal policy with
 # Brax's data collection, consumption and schedule. Per update: n_unrolls sequential unrolls of unroll_length steps of
-# every env, kept as batch_size * num_minibatches segments; the observation normaliser is updated once before SGD;
-# num_updates_per_batch epochs shuffle the segments into num_minibatches minibatches, each recomputing values and GAE
-# with the CURRENT critic (Brax's compute_gae: a truncated step gets zero TD error and cuts the trace); reward_scaling
-# inside the loss, advantages normalised per minibatch, value loss 0.25 * MSE unclipped, Adam (eps 1e-8). The number of
-# updates, forced resets, evaluation points and env-step count (x action_repeat) are Brax's (brax_schedule); num_envs
-# and batch_size are global, split across torchrun ranks as Brax's pmap splits them. Defaults: the env's official Brax
-# config (playground_gym.official_config); `--preset cpu` scales it down. Known differences from Brax: the normaliser
-# clips at 10 std, entropy uses torch's random stream. No host sync in rollout or update.
+# every env as batch_size * num_minibatches segments; normalisers updated once before SGD; num_updates_per_batch epochs
+# shuffle the segments into num_minibatches minibatches, each recomputing values and GAE with the CURRENT critic (Brax's
+# compute_gae: a truncated step gets zero TD error and cuts the trace); reward_scaling inside the loss, advantages
+# normalised per minibatch, value loss 0.25 * MSE unclipped, Adam (eps 1e-8). Updates, forced resets, evaluation points
+# and env-step count (x action_repeat) are Brax's (brax_schedule); num_envs and batch_size are global, split across
+# torchrun ranks as Brax's pmap does. Defaults: the env's official Brax config (official_config; `--preset cpu` scales
+# it down). Known differences: the normaliser clips at 10 std, entropy uses torch's RNG. No host sync in the loop.
 import math
 import os
 import time
@@ -96,10 +95,9 @@ class Args(ExperimentArgs):
         "clip_coef": "clipping_epsilon", "ent_coef": "entropy_cost", "max_grad_norm": "max_grad_norm",
         "actor_hidden_sizes": "policy_hidden_layer_sizes", "critic_hidden_sizes": "value_hidden_layer_sizes",
     }
-    # --preset cpu: Brax's schedule at a 2-core CPU's scale (docs/trainers.md, "ppo_multiunroll"): 64 envs x 8 unrolls x 32 steps =
-    # 16384 steps per update, 8 minibatches of 64 segments x 10 epochs (~5 SGD steps per 1k env steps, as CleanRL's
-    # defaults), reward_scaling 0.1 so the 5x256 critic's targets are O(10), no forced resets; 80 updates (at
-    # action_repeat 1), evaluated before training and every 5
+    # --preset cpu: Brax's schedule at a 2-core CPU's scale (docs/trainers.md): 64 envs x 8 unrolls x 32 steps = 16384
+    # steps per update, 8 minibatches of 64 segments x 10 epochs (~5 SGD steps per 1k env steps, as CleanRL's defaults),
+    # reward_scaling 0.1 (the 5x256 critic's targets O(10)), no forced resets; 80 updates, evaluated at 0 and every 5
     presets: ClassVar[dict[str, dict]] = {"official": {}, "cpu": {
         "num_envs": 64, "unroll_length": 32, "batch_size": 64, "num_minibatches": 8, "num_updates_per_batch": 10,
         "reward_scaling": 0.1, "total_timesteps": 1_310_720, "num_resets_per_eval": 0, "num_evals": 17}}
@@ -122,15 +120,11 @@ class Args(ExperimentArgs):
         ] + super().checks()
 
 
-CPU_PRESET = Args.presets["cpu"]
-
-
 def brax_schedule(args, world_size=1):
     """Brax's ppo.train schedule (brax/training/agents/ppo/train.py) for `args` on `world_size` ranks: an update is
-    n_unrolls unrolls of every env; num_envs and batch_size are global (local_envs, local_segments per rank);
+    n_unrolls unrolls of every env; num_envs, batch_size are global (local_envs, local_segments per rank);
     steps_per_update counts all ranks' env steps x action_repeat. max(num_evals - 1, 1) eval epochs of
-    max(num_resets_per_eval, 1) training epochs of updates_per_epoch updates; all envs reset after every training
-    epoch if num_resets_per_eval > 0; evaluations after every eval epoch and (num_evals > 1) before training."""
+    max(num_resets_per_eval, 1) training epochs of updates_per_epoch updates (envs reset after each if it is > 0)."""
     segments = args.batch_size * args.num_minibatches
     if segments % args.num_envs:
         raise CLIError(f"--batch-size * --num-minibatches ({args.batch_size} * {args.num_minibatches} = {segments} "
@@ -220,9 +214,9 @@ class Agent(nn.Module):
     """Separate actor and critic MLPs; tanh-Normal policy whose loc and raw scale are both outputs of the actor."""
 
     def __init__(self, obs_dim, act_dim, actor_hidden_sizes=(32, 32, 32, 32), critic_hidden_sizes=(256,) * 5,
-                 activation="silu", init="lecun_uniform", min_std=0.001):
+                 activation="silu", init="lecun_uniform", min_std=0.001, critic_obs_dim=None):
         super().__init__()
-        self.critic = mlp(obs_dim, critic_hidden_sizes, 1, activation, out_std=1.0, init=init)
+        self.critic = mlp(critic_obs_dim or obs_dim, critic_hidden_sizes, 1, activation, out_std=1.0, init=init)
         self.actor = mlp(obs_dim, actor_hidden_sizes, 2 * act_dim, activation, out_std=0.01, init=init)
         self.min_std = min_std
 
@@ -245,35 +239,35 @@ class Agent(nn.Module):
 
 
 @torch.no_grad()
-def rollout(policy, envs, next_obs, normalize, storage):
-    """n_unrolls sequential unrolls of T steps of every env (env state carried) into `storage`; returns the observation
-    after the last. Stores raw observations (normalised after the statistics' update, as Brax's loss sees them) and the
-    actor's outputs (the behaviour log-probs come from them once per update). Device work only: no host sync."""
+def rollout(policy, envs, next_obs, normalize, storage, run):
+    """n_unrolls sequential unrolls of T steps of every env into `storage`; returns the next (policy, critic)
+    observations (run.observe). Stores raw observations (normalised after the statistics' update, as Brax's loss sees
+    them) and the actor's outputs (behaviour log-probs come from them once per update). Device work only: no sync."""
     n_unrolls, T = storage.obs.shape[:2]
     for unroll in range(n_unrolls):
         for step in range(T):
-            storage.obs[unroll, step] = next_obs
-            actor_out, action, pre_tanh = policy(normalize(next_obs))  # agent.get_action
+            storage.obs[unroll, step], storage.critic_obs[unroll, step] = next_obs  # one tensor unless asymmetric
+            actor_out, action, pre_tanh = policy(normalize(next_obs[0]))  # agent.get_action
             storage.actor_outs[unroll, step], storage.actions[unroll, step] = actor_out, pre_tanh  # PRE-tanh: no atanh
-            next_obs, reward, terminated, truncated, info = envs.step(action)
+            obs, reward, terminated, truncated, info = envs.step(action)
+            next_obs = run.observe(obs, info)
             storage.rewards[unroll, step], storage.terminations[unroll, step] = reward, terminated
             storage.truncations[unroll, step] = truncated  # Brax's state.info["truncation"]
             storage.episodes[:, unroll, step] = torch.stack([info["_episode"], info["episode"]["r"],
                                                              info["episode"]["l"]])
-        storage.boot_obs[unroll] = next_obs  # after a done this is the next episode's first obs: Brax masks it
+        storage.boot_critic_obs[unroll] = next_obs[1]  # after a done this is the next episode's first: Brax masks it
     return next_obs
 
 
 def ppo_loss(agent, s, mb, args):
     """The PPO loss of the segments `mb` of `s`, with values and GAE from the current critic, and its statistics
     (detached): value loss, policy loss, entropy, approximate KL, clip fraction, explained variance."""
-    T, _, obs_dim = s.obs.shape
-    mb_obs = s.obs[:, mb]
-    values = agent.get_value(torch.cat([mb_obs.reshape(-1, obs_dim), s.boot_obs[mb]]))
+    T, _, critic_obs_dim = s.critic_obs.shape
+    values = agent.get_value(torch.cat([s.critic_obs[:, mb].reshape(-1, critic_obs_dim), s.boot_critic_obs[mb]]))
     newvalue, bootstrap = values[:-len(mb)].view(T, -1), values[-len(mb):]
     vs, mb_adv = compute_gae(s.truncations[:, mb], s.terminations[:, mb], s.rewards[:, mb], newvalue, bootstrap,
                              args.gae_lambda, args.gamma)
-    dist = agent.get_distribution(mb_obs)
+    dist = agent.get_distribution(s.obs[:, mb])
     logratio = dist.log_prob(s.actions[:, mb]) - s.logprobs[:, mb]
     ratio = logratio.exp()
     with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
@@ -336,10 +330,11 @@ def main(argv=None, start_time=None):
     device = envs.device
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args.actor_hidden_sizes, args.critic_hidden_sizes, args.activation, args.init,
-                  args.min_std).to(device)
+                  args.min_std, run.critic_obs_dim).to(device)  # the critic's input: obs, or privileged_state
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-8, fused=True)  # optax.adam's eps
     obs_rms = RunningMeanStd((obs_dim,)).to(device)
-    normalize = obs_rms.normalize if args.norm_obs else (lambda x: x)
+    critic_rms = RunningMeanStd((run.critic_obs_dim,)).to(device) if run.critic_key else obs_rms  # own if asymmetric
+    normalize, critic_normalize = (obs_rms.normalize, critic_rms.normalize) if args.norm_obs else (lambda x: x,) * 2
 
     def act(obs, deterministic):  # the policy that evaluation and --capture-video run
         dist = agent.get_distribution(normalize(obs))
@@ -351,8 +346,10 @@ def main(argv=None, start_time=None):
 
     storage = SimpleNamespace(obs=zeros(obs_dim), actions=zeros(act_dim), actor_outs=zeros(2 * act_dim),
                               rewards=zeros(), terminations=zeros(), truncations=zeros(),  # actions: PRE-tanh
-                              boot_obs=torch.zeros((n_unrolls, num_envs, obs_dim), device=device),
+                              boot_critic_obs=torch.zeros((n_unrolls, num_envs, run.critic_obs_dim), device=device),
                               episodes=torch.zeros((3, n_unrolls, T, num_envs), device=device))  # ended, r, l
+
+    storage.critic_obs = zeros(run.critic_obs_dim) if run.critic_key else storage.obs  # one buffer unless asymmetric
 
     def segments(x):  # [unroll, step, env, ...] -> time-major segments [step, unroll * num_envs, ...]
         return x.transpose(0, 1).reshape(T, n_segments, *x.shape[3:])
@@ -360,7 +357,7 @@ def main(argv=None, start_time=None):
     # --compile: the policy step and the loss with its GAE and backward under torch.compile (Adam is fused already)
     policy, loss_fn = run.compile(agent.get_action), run.compile(ppo_loss)
 
-    next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms)
+    next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms, critic_rms=critic_rms)
     iterations = run.iterations(sched.num_updates, eval_every, steps_per_agent_step=args.action_repeat)
     if sched.eval_at_start:
         run.evaluate_initial_policy(act)  # Brax evaluates the initial policy at step 0
@@ -369,7 +366,7 @@ def main(argv=None, start_time=None):
             optimizer.param_groups[0]["lr"] = run.lr_fraction(iteration) * args.learning_rate
 
         # ALGO LOGIC: rollout: n_unrolls sequential unrolls of T steps, env state carried
-        next_obs = rollout(policy, envs, next_obs, normalize, storage)
+        next_obs = rollout(policy, envs, next_obs, normalize, storage, run)
         ended, ep_return, ep_length = storage.episodes
         run.episode_stats += torch.stack([(ep_return * ended).sum(), (ep_length * ended).sum(), ended.sum()])
 
@@ -378,9 +375,12 @@ def main(argv=None, start_time=None):
             logprobs = agent.distribution(storage.actor_outs).log_prob(storage.actions)
             if args.norm_obs:
                 obs_rms.update(storage.obs)  # once per update, from all collected observations, before SGD (as Brax)
+                if run.critic_key:
+                    critic_rms.update(storage.critic_obs)
             # segments [T, n_segments]; observations normalised with the updated statistics, as in Brax's loss
             s = SimpleNamespace(obs=normalize(segments(storage.obs)), actions=segments(storage.actions),
-                                boot_obs=normalize(storage.boot_obs.reshape(n_segments, obs_dim)),
+                                critic_obs=critic_normalize(segments(storage.critic_obs)),
+                                boot_critic_obs=critic_normalize(storage.boot_critic_obs.reshape(n_segments, -1)),
                                 logprobs=segments(logprobs), rewards=segments(storage.rewards) * args.reward_scaling,
                                 terminations=segments(storage.terminations),
                                 truncations=segments(storage.truncations * (1.0 - storage.terminations)))
@@ -388,12 +388,12 @@ def main(argv=None, start_time=None):
         # ALGO LOGIC: optimizing the policy and value network, GAE per minibatch with the current critic
         metrics = update(agent, optimizer, s, args, run.nonfinite_updates, loss_fn)
         if sched.reset_every and iteration % sched.reset_every == 0:  # Brax's forced resets after each training epoch
-            next_obs, _ = envs.reset(seed=run.rank_seed("forced reset", iteration))
+            next_obs = run.observe(*envs.reset(seed=run.rank_seed("forced reset", iteration)))
 
         # TRY NOT TO MODIFY: evaluation, logging (values leave the device only here, once), checkpoints
         metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
         run.end_iteration(iteration, sched.steps_per_update // run.world.size, next_obs, metrics, act)
-    return run.finish(act, model=("agent", "obs_rms"))
+    return run.finish(act, model=("agent", "obs_rms", "critic_rms"))
 
 
 if __name__ == "__main__":

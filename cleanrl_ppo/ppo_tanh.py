@@ -184,9 +184,9 @@ class Agent(nn.Module):
     """Separate actor and critic MLPs; tanh-Normal policy whose loc and raw scale are both outputs of the actor."""
 
     def __init__(self, obs_dim, act_dim, actor_hidden_sizes=(64, 64), critic_hidden_sizes=(256, 256),
-                 activation="tanh", init="orthogonal", min_std=0.001):
+                 activation="tanh", init="orthogonal", min_std=0.001, critic_obs_dim=None):
         super().__init__()
-        self.critic = mlp(obs_dim, critic_hidden_sizes, 1, activation, out_std=1.0, init=init)
+        self.critic = mlp(critic_obs_dim or obs_dim, critic_hidden_sizes, 1, activation, out_std=1.0, init=init)
         self.actor = mlp(obs_dim, actor_hidden_sizes, 2 * act_dim, activation, out_std=0.01, init=init)
         self.min_std = min_std
 
@@ -206,27 +206,32 @@ class Agent(nn.Module):
         action, pre_tanh = dist.sample()
         return action, pre_tanh, dist.log_prob(pre_tanh)
 
-    def get_action_and_value(self, x, pre_tanh=None):
+    def get_action_and_value(self, x, pre_tanh=None, critic_x=None):
+        """critic_x: what the critic sees (an asymmetric critic's privileged observation); None = x"""
         dist = self.get_distribution(x)
         if pre_tanh is None:
             _, pre_tanh = dist.sample()
-        return pre_tanh, dist.log_prob(pre_tanh), dist.entropy(), self.get_value(x)
+        return pre_tanh, dist.log_prob(pre_tanh), dist.entropy(), self.get_value(x if critic_x is None else critic_x)
 
 
 @torch.no_grad()
-def rollout(policy, envs, next_obs, normalize, storage):
-    """num_steps steps of every env with `policy` (agent.get_action) into `storage`; returns the observation after the
-    last.
-    Observations are stored normalised with the statistics the actions saw. Device work only: no host sync."""
+def rollout(policy, envs, next_obs, normalize, critic_normalize, storage, run):
+    """num_steps steps of every env with `policy` (agent.get_action) into `storage`; returns the (policy, critic)
+    observations after the last. Observations are stored normalised with the statistics the actions saw; the critic's
+    are the same tensors unless it is asymmetric (run.observe). Device work only: no host sync."""
     for step in range(storage.obs.shape[0]):
-        storage.raw_obs[step] = next_obs
-        storage.obs[step] = normalize(next_obs)
+        obs, critic_obs = next_obs
+        storage.raw_obs[step], storage.raw_critic_obs[step] = obs, critic_obs
+        storage.obs[step] = normalize(obs)
+        storage.critic_obs[step] = storage.obs[step] if critic_obs is obs else critic_normalize(critic_obs)
         action, pre_tanh, logprob = policy(storage.obs[step])
         storage.actions[step], storage.logprobs[step] = pre_tanh, logprob  # store the PRE-tanh sample: no atanh later
-        next_obs, reward, terminated, truncated, info = envs.step(action)
+        obs, reward, terminated, truncated, info = envs.step(action)
+        next_obs = run.observe(obs, info)
         storage.rewards[step], storage.terminateds[step] = reward, terminated
         storage.dones[step] = terminated | truncated
-        storage.final_obs[step] = normalize(info["final_obs"])
+        _, final_critic_obs = run.final_observations(info)
+        storage.final_obs[step] = critic_normalize(final_critic_obs)  # only the critic reads it: V(final_obs)
         storage.episodes[:, step] = torch.stack([info["_episode"], info["episode"]["r"], info["episode"]["l"]])
     return next_obs
 
@@ -234,7 +239,8 @@ def rollout(policy, envs, next_obs, normalize, storage):
 def ppo_loss(agent, b, mb_inds, args):
     """The clipped-surrogate loss of the minibatch `mb_inds` of the flat batch `b`, and its statistics (detached):
     value loss, policy loss, entropy, approximate KL, clip fraction."""
-    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b.obs[mb_inds], b.actions[mb_inds])
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b.obs[mb_inds], b.actions[mb_inds],
+                                                                  b.critic_obs[mb_inds])
     logratio = newlogprob - b.logprobs[mb_inds]
     ratio = logratio.exp()
     with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
@@ -299,11 +305,13 @@ def main(argv=None, start_time=None):
     envs = run.make_envs(args.num_envs, reward_scale=args.reward_scale)
     device = envs.device
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    critic_obs_dim = run.critic_obs_dim  # obs_dim, or the privileged observation's size for an asymmetric critic
     agent = Agent(obs_dim, act_dim, args.actor_hidden_sizes, args.critic_hidden_sizes, args.activation, args.init,
-                  args.min_std).to(device)
+                  args.min_std, critic_obs_dim).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # fused: found_inf skips
     obs_rms, return_rms = RunningMeanStd((obs_dim,)).to(device), RunningMeanStd(()).to(device)
-    normalize = obs_rms.normalize if args.norm_obs else (lambda x: x)
+    critic_rms = RunningMeanStd((critic_obs_dim,)).to(device) if run.critic_key else obs_rms  # its own, if asymmetric
+    normalize, critic_normalize = (obs_rms.normalize, critic_rms.normalize) if args.norm_obs else (lambda x: x,) * 2
 
     def value_fn(x):  # V in return units; with --norm-value-targets the critic predicts normalised returns
         v = agent.get_value(x)
@@ -316,7 +324,8 @@ def main(argv=None, start_time=None):
     def zeros(*shape, dtype=torch.float32):
         return torch.zeros((args.num_steps, args.num_envs, *shape), dtype=dtype, device=device)
 
-    storage = SimpleNamespace(obs=zeros(obs_dim), raw_obs=zeros(obs_dim), final_obs=zeros(obs_dim),
+    storage = SimpleNamespace(obs=zeros(obs_dim), raw_obs=zeros(obs_dim), final_obs=zeros(critic_obs_dim),
+                              critic_obs=zeros(critic_obs_dim), raw_critic_obs=zeros(critic_obs_dim),
                               actions=zeros(act_dim), logprobs=zeros(), rewards=zeros(),  # actions: PRE-tanh
                               terminateds=zeros(dtype=torch.bool), dones=zeros(dtype=torch.bool),
                               episodes=torch.zeros((3, args.num_steps, args.num_envs), device=device))  # ended, r, l
@@ -324,27 +333,30 @@ def main(argv=None, start_time=None):
     # --compile: the policy step, GAE and the loss with its backward under torch.compile (Adam is fused already)
     policy, gae, loss_fn = run.compile(agent.get_action), run.compile(compute_gae_truncation), run.compile(ppo_loss)
 
-    next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms, return_rms=return_rms)
+    next_obs = run.start(agent=agent, optimizer=optimizer, obs_rms=obs_rms, return_rms=return_rms, critic_rms=critic_rms)
     for iteration in run.iterations(num_iterations):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = run.lr_fraction(iteration) * args.learning_rate
 
         # ALGO LOGIC: rollout (actor only)
-        next_obs = rollout(policy, envs, next_obs, normalize, storage)
+        next_obs = rollout(policy, envs, next_obs, normalize, critic_normalize, storage, run)
         ended, ep_return, ep_length = storage.episodes
         run.episode_stats += torch.stack([(ep_return * ended).sum(), (ep_length * ended).sum(), ended.sum()])
 
         with torch.no_grad():
             if args.norm_obs:
                 obs_rms.update(storage.raw_obs)  # once per rollout: the stored obs keep the statistics the actions saw
+                if run.critic_key:
+                    critic_rms.update(storage.raw_critic_obs)
             # ALGO LOGIC: GAE, bootstrapping time-limit ends from V(final_obs)
-            values = value_fn(storage.obs)
+            values = value_fn(storage.critic_obs)
             advantages = gae(storage.rewards, values, value_fn(storage.final_obs), storage.terminateds, storage.dones,
                              args.gamma, args.gae_lambda)
             returns = advantages + values
 
         # flatten the batch
-        b = SimpleNamespace(obs=storage.obs.view(-1, obs_dim), actions=storage.actions.view(-1, act_dim),
+        b = SimpleNamespace(obs=storage.obs.view(-1, obs_dim), critic_obs=storage.critic_obs.view(-1, critic_obs_dim),
+                            actions=storage.actions.view(-1, act_dim),
                             logprobs=storage.logprobs.view(-1), advantages=advantages.view(-1))
         if args.norm_value_targets:
             return_rms.update(returns)
@@ -360,7 +372,7 @@ def main(argv=None, start_time=None):
         metrics["losses/explained_variance"] = torch.where(var_y > 0, 1 - (returns - values).var() / var_y, math.nan)
         metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
         run.end_iteration(iteration, batch_size, next_obs, metrics, act)
-    return run.finish(act, model=("agent", "obs_rms", "return_rms"))
+    return run.finish(act, model=("agent", "obs_rms", "return_rms", "critic_rms"))
 
 
 if __name__ == "__main__":

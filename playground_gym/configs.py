@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from playground_gym import provenance
+from playground_gym import provenance, randomization
 
 __all__ = ["SUITES", "ENV_PREFIX", "EnvId", "has_impl_setting", "list_envs", "official_config", "resolve_env_id", "suite_of"]
 
@@ -241,7 +241,7 @@ def _official_config(name: str) -> dict[str, Any]:
         sim_dt=float(env_config.sim_dt),
         episode_length=int(env_config.episode_length),
         action_repeat=int(env_config.get("action_repeat", 1)),
-        domain_randomization=registry.get_domain_randomizer(name) is not None,
+        domain_randomization=randomization.official_randomizer(name) is not None,
     )
     try:
         rl = _params_module(suite).brax_ppo_config(name).to_dict()

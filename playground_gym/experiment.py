@@ -55,6 +55,7 @@ import tyro
 
 import playground_gym
 from playground_gym import distributed, keys, provenance
+from playground_gym.autoreset import PRIVILEGED_KEY
 from playground_gym.run_settings import settings_digest
 from playground_gym.baselines import random_policy_return
 
@@ -62,8 +63,9 @@ __all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", 
            "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
            "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
-CHECKPOINT_FORMAT = 6  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
-# 5: the training-return history (total_reward_ma); 6: env state format 3, resumes that extended the run
+CHECKPOINT_FORMAT = 7  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
+# 5: the training-return history (total_reward_ma); 6: env state format 3, resumes that extended the run;
+# 7: next_obs is the pair (policy observation, critic observation)
 
 
 class CLIError(Exception):
@@ -111,6 +113,9 @@ class ExperimentArgs:
     """a Playground env id, with or without the `playground/` prefix (see playground_gym.list_envs())"""
     full_reset: bool = True
     """every episode starts from a fresh initial state; --no-full-reset replays each env's first state (upstream)"""
+    critic_obs_key: str | None = None
+    """what the critic sees: 'state' (the policy's observation) or 'privileged_state' (an asymmetric critic, with its
+    own normaliser); None = the official config's value_obs_key (privileged_state for Go1, G1, T1, LEAP, ...)"""
     domain_randomization: bool | None = None
     """--domain-randomization / --no-domain-randomization: each env steps its own model drawn by the task's official
     Playground randomiser (friction, masses, ...); None = on exactly where the task has one, as Playground's scripts"""
@@ -132,7 +137,8 @@ class ExperimentArgs:
     # field -> official_config key of the fields that None resolves per env; trainers extend it
     per_env_defaults: ClassVar[dict[str, str]] = {"episode_length": "episode_length",
                                                   "action_repeat": "action_repeat",
-                                                  "domain_randomization": "domain_randomization"}
+                                                  "domain_randomization": "domain_randomization",
+                                                  "critic_obs_key": "value_obs_key"}
     # name -> {field: value}: what --preset NAME gives the None fields before official_config does
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -159,6 +165,9 @@ class ExperimentArgs:
             *_finite_checks(self),
             (self.dist_timeout > 0, f"--dist-timeout must be > 0; got {self.dist_timeout}"),
             (self.compile or not self.cudagraphs, "--cudagraphs needs --compile (it is a torch.compile mode)"),
+            (self.critic_obs_key in ("state", PRIVILEGED_KEY),
+             f"--critic-obs-key must be 'state' (the policy's observation) or '{PRIVILEGED_KEY}'; got "
+             f"{self.critic_obs_key!r}"),
         ]
 
 
@@ -605,11 +614,28 @@ class Experiment:
                                                      **kwargs)
         except (ValueError, TypeError, KeyError, playground_gym.MenagerieUnavailableError) as e:
             raise CLIError(str(e)) from None  # bad input or missing robot assets: one line, not a traceback
+        if args.critic_obs_key == PRIVILEGED_KEY and not self.envs.has_privileged_state:
+            raise CLIError(f"--critic-obs-key {PRIVILEGED_KEY}: {args.env_id}'s observations have no {PRIVILEGED_KEY}; "
+                           f"expected --critic-obs-key state")
+        self.critic_key = PRIVILEGED_KEY if args.critic_obs_key == PRIVILEGED_KEY else None
+        self.critic_obs_dim = int(np.prod(self.envs.privileged_state_shape if self.critic_key else
+                                          self.envs.single_observation_space.shape))
         self.device = self.envs.device
         self.episode_stats = torch.zeros(3, device=self.device)
         self.nonfinite_updates = torch.zeros((), device=self.device)
         self.baseline = self._baseline()
         return self.envs
+
+    def observe(self, obs: torch.Tensor, info: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(policy observation, critic observation)`` of a reset or step: ``info["privileged_state"]`` for an
+        asymmetric critic (--critic-obs-key privileged_state), else ``obs`` itself (the same tensor, not a copy)."""
+        return obs, info[self.critic_key] if self.critic_key else obs
+
+    def final_observations(self, info: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The true terminal ``(policy, critic)`` observations of a step (where an env finished; elsewhere the next
+        ones): ``info["final_obs"]`` and, for an asymmetric critic, ``info["final_privileged_state"]``."""
+        final = info["final_obs"]
+        return final, info["final_" + self.critic_key] if self.critic_key else final
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` under ``torch.compile`` with --compile (as CUDA graphs with --cudagraphs), else ``fn`` itself.
@@ -650,16 +676,17 @@ class Experiment:
             return None
         return baseline
 
-    def start(self, **modules: Any) -> torch.Tensor:
+    def start(self, **modules: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Register what a checkpoint saves (modules and optimizers: anything with ``state_dict``) and return the
-        first observations: the training envs' fresh reset, or, resuming, every saved state put back exactly."""
+        first ``(policy, critic)`` observations (:meth:`observe`): the training envs' fresh reset, or, resuming, every
+        saved state put back exactly."""
         from torch.utils.tensorboard import SummaryWriter
 
         self._modules = modules
         self._networks = [m for m in modules.values() if isinstance(m, nn.Module)]  # what must match across ranks
         world, networks = self.world, self._networks
         if self.resumed is None:
-            next_obs, _ = self.envs.reset(seed=self.rank_seed("train"))
+            next_obs = self.observe(*self.envs.reset(seed=self.rank_seed("train")))
             if world.active:  # one model on every rank; then each rank samples its own actions and minibatches
                 distributed.broadcast_parameters(networks)
                 distributed.check_replicated(networks, "start")
@@ -693,7 +720,8 @@ class Experiment:
         # purge_step drops events a killed run wrote after its last checkpoint, so curves do not overlap
         self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1) if world.is_main else None
         distributed.check_replicated(networks, "resume")
-        return own["next_obs"].to(self.device)
+        obs, critic_obs = (x.to(self.device) for x in own["next_obs"])
+        return (obs, obs) if self.critic_key is None else (obs, critic_obs)  # one tensor where the critic shares it
 
     def check_schedule(self, num_iterations: int, steps_per_update: int) -> None:
         """Check a trainer's schedule before it starts: at least one update of ``steps_per_update`` env steps (of all
@@ -737,7 +765,8 @@ class Experiment:
 
     # -- per update -------------------------------------------------------------------------------------------------
 
-    def end_iteration(self, iteration: int, steps: int, next_obs: torch.Tensor, metrics: Mapping[str, Any],
+    def end_iteration(self, iteration: int, steps: int, next_obs: tuple[torch.Tensor, torch.Tensor],
+                      metrics: Mapping[str, Any],
                       act: Act) -> None:
         """After an update of ``steps`` env steps: evaluate, log (one device-to-host transfer), checkpoint.
 
@@ -807,9 +836,10 @@ class Experiment:
     def wall_time(self) -> float:
         return self.prior_wall + time.time() - self.start_time
 
-    def _checkpoint(self, iteration: int, next_obs: torch.Tensor) -> None:
+    def _checkpoint(self, iteration: int, next_obs: tuple[torch.Tensor, torch.Tensor]) -> None:
         world = self.world
-        own = {"envs": self.envs.state_dict(), "next_obs": next_obs.detach().cpu(), "rng": _rng_states(self.device),
+        own = {"envs": self.envs.state_dict(), "next_obs": tuple(x.detach().cpu() for x in next_obs),
+               "rng": _rng_states(self.device),
                "episode_stats": self.episode_stats.cpu()}
         rank_states: list[Any] = []
         if world.active:  # the ranks must still train one model; rank 0 saves every rank's own state

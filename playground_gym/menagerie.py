@@ -107,8 +107,18 @@ def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "playground_gym"
 
 
+_COPY_MARKER = ".playground_gym_source"  # in a robot folder copied (not linked): the folder it was copied from
+
+
+def _entry_valid(entry: Path, target: Path) -> bool:
+    if entry.is_symlink():
+        return entry.resolve() == target.resolve()
+    marker = entry / _COPY_MARKER
+    return marker.is_file() and marker.read_text() == str(target.resolve())
+
+
 def _links_valid(folder: Path, robots: dict[str, Path]) -> bool:
-    return folder.is_dir() and all((folder / name).resolve() == target.resolve() for name, target in robots.items())
+    return folder.is_dir() and all(_entry_valid(folder / name, target) for name, target in robots.items())
 
 
 def installed_menagerie() -> Path | None:
@@ -134,8 +144,9 @@ def installed_menagerie() -> Path | None:
         for name, target in robots.items():
             try:
                 (staging / name).symlink_to(target, target_is_directory=True)
-            except OSError:  # no symbolic links here (some Windows setups): a copy
+            except OSError:  # no symbolic links here (some Windows setups): a copy, marked with where it came from
                 shutil.copytree(target, staging / name)
+                (staging / name / _COPY_MARKER).write_text(str(target.resolve()))
         try:
             staging.rename(folder)  # atomic: concurrent processes (torchrun ranks) see a whole folder or none
         except OSError:

@@ -32,7 +32,7 @@ from playground_gym.autoreset import PRIVILEGED_KEY, BytePacker, EpisodeSpec, Ve
 from playground_gym.configs import official_config, resolve_env_id
 from playground_gym.interop import _F32_MAX, actions_to_jax, check_array_type, export, export_packed
 from playground_gym.loading import load_env, resolve_impl
-from playground_gym.randomization import official_randomizer
+from playground_gym.randomization import describe, official_randomizer
 
 __all__ = ["PlaygroundVectorEnv", "STATE_FORMAT", "make_vec", "randomized_envs"]
 
@@ -399,10 +399,13 @@ class PlaygroundVectorEnv(VectorEnv):
         obs_shapes = shared.obs_shapes
         self.obs_key = obs_key
         self.has_privileged_state = False
+        self.privileged_state_shape: tuple[int, ...] | None = None  # of one env's info["privileged_state"]
         if isinstance(obs_shapes, Mapping):
             if obs_key not in obs_shapes:
                 raise KeyError(f"obs_key: expected one of {sorted(obs_shapes)} for {self.env_id}; got {obs_key!r}")
             self.has_privileged_state = PRIVILEGED_KEY in obs_shapes and obs_key != PRIVILEGED_KEY
+            if self.has_privileged_state:
+                self.privileged_state_shape = tuple(obs_shapes[PRIVILEGED_KEY])
             obs_shapes = obs_shapes[obs_key]
         elif obs_key != "state":
             raise ValueError(f"obs_key: {self.env_id}'s observations are one array, not a dict: expected the default "
@@ -415,6 +418,8 @@ class PlaygroundVectorEnv(VectorEnv):
         self.action_space.seed(self._seed)
 
         self.trace_counts = shared.trace_counts  # shared with the vector envs that share the compiled functions
+        if randomization_kind == "custom":  # "custom" alone would let a state of another randomiser load
+            self._settings["randomizer"] = describe(randomizer(), shared.mjx_env.mjx_model, self.num_envs)
         self._shared = shared
         self._reset_jit = shared.reset
         self._step_jit = shared.step if self.array_type == "jax" else shared.step_packed

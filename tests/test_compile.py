@@ -14,16 +14,20 @@ from trainer_harness import TINY, TINY_MULTIUNROLL, TRAINERS, load_trainer, tiny
 
 def _flat_batch(n, obs_dim, act_dim, gen):
     rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
-    return SimpleNamespace(obs=rand(n, obs_dim), actions=rand(n, act_dim).clamp(-0.99, 0.99), logprobs=rand(n) - 1,
-                           advantages=rand(n), targets=rand(n), old_values=rand(n))
+    batch = SimpleNamespace(obs=rand(n, obs_dim), actions=rand(n, act_dim).clamp(-0.99, 0.99), logprobs=rand(n) - 1,
+                            advantages=rand(n), targets=rand(n), old_values=rand(n))
+    batch.critic_obs = batch.obs  # a critic that sees the policy's observations
+    return batch
 
 
 def _segments(T, n, obs_dim, act_dim, gen):
     rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
-    return SimpleNamespace(obs=rand(T, n, obs_dim), actions=rand(T, n, act_dim), boot_obs=rand(n, obs_dim),
-                           logprobs=rand(T, n) - 1, rewards=rand(T, n),
-                           terminations=(torch.rand(T, n, generator=gen) < 0.05).float(),
-                           truncations=(torch.rand(T, n, generator=gen) < 0.05).float())
+    segments = SimpleNamespace(obs=rand(T, n, obs_dim), actions=rand(T, n, act_dim), boot_critic_obs=rand(n, obs_dim),
+                               logprobs=rand(T, n) - 1, rewards=rand(T, n),
+                               terminations=(torch.rand(T, n, generator=gen) < 0.05).float(),
+                               truncations=(torch.rand(T, n, generator=gen) < 0.05).float())
+    segments.critic_obs = segments.obs  # a critic that sees the policy's observations
+    return segments
 
 
 def _loss_case(name):

@@ -93,6 +93,7 @@ def test_non_finite_gradient_steps_are_skipped_on_the_device():
     args = ppo.Args(update_epochs=2, num_minibatches=4, gamma=0.99, episode_length=10, action_repeat=1)
     n = 32
     b = SimpleNamespace(obs=torch.randn(n, 5), actions=torch.randn(n, 2), logprobs=torch.randn(n) - 3,
+                        critic_obs=torch.randn(n, 5),
                         advantages=torch.randn(n), targets=torch.randn(n), old_values=torch.randn(n))
     b.advantages[3] = float("nan")  # poisons the minibatch that holds it, in each epoch
     before = {k: v.clone() for k, v in agent.state_dict().items()}

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import playground_gym
 from playground_gym import experiment
 from trainer_harness import (SUMMARY_FIELDS, TINY_MULTIUNROLL, TRAINERS, killed_and_resumed_matches, load_trainer,
                              run_dirs, run_trainer, tiny_run_in)
@@ -232,9 +233,9 @@ def test_defaults_are_official_and_cpu_preset(ppo):
     assert args.critic_hidden_sizes == (256,) * 5 and sources["gamma"] == "official_config['discounting']"
     args, sources = experiment.resolve_args(ppo.Args(preset="cpu", num_minibatches=4))
     assert sources["num_envs"] == "preset 'cpu'" and sources["num_minibatches"] == "user"
-    assert (args.num_envs, args.batch_size, args.num_minibatches) == (ppo.CPU_PRESET["num_envs"],
-                                                                       ppo.CPU_PRESET["batch_size"], 4)
-    assert (args.unroll_length, args.reward_scaling) == (ppo.CPU_PRESET["unroll_length"], 0.1)
+    assert (args.num_envs, args.batch_size, args.num_minibatches) == (ppo.Args.presets["cpu"]["num_envs"],
+                                                                       ppo.Args.presets["cpu"]["batch_size"], 4)
+    assert (args.unroll_length, args.reward_scaling) == (ppo.Args.presets["cpu"]["unroll_length"], 0.1)
     assert sources["reward_scaling"] == "preset 'cpu'" and args.gamma == 0.995  # not in the preset: official
 
 
@@ -360,3 +361,23 @@ def test_cartpole_balance_rises_with_cpu_preset(tmp_path):
     start, *trained = summary["eval_history"]
     assert start["step"] == 0 and all(e["step"] > 0 for e in trained)
     assert max(e["return"] for e in trained) >= max(600, start["return"] + 100), summary["eval_history"]
+
+
+@pytest.mark.parametrize("env_id", ["Go1JoystickFlatTerrain", "T1JoystickRoughTerrain", "LeapCubeReorient",
+                                    "PandaPickCube", "AlohaHandOver"])
+def test_defaults_on_a_robot_task_are_its_official_brax_config(env_id):
+    ppo = load_trainer("ppo_multiunroll")
+    args, sources = experiment.resolve_args(experiment.parse_args(ppo.Args, ["--env-id", env_id]))
+    official = playground_gym.official_config(env_id)
+    pairs = {"num_envs": "num_envs", "unroll_length": "unroll_length", "batch_size": "batch_size",
+             "num_minibatches": "num_minibatches", "num_updates_per_batch": "num_updates_per_batch",
+             "learning_rate": "learning_rate", "ent_coef": "entropy_cost", "gamma": "discounting",
+             "reward_scaling": "reward_scaling", "clip_coef": "clipping_epsilon", "max_grad_norm": "max_grad_norm",
+             "total_timesteps": "num_timesteps", "num_evals": "num_evals", "episode_length": "episode_length",
+             "action_repeat": "action_repeat", "actor_hidden_sizes": "policy_hidden_layer_sizes",
+             "critic_hidden_sizes": "value_hidden_layer_sizes", "critic_obs_key": "value_obs_key",
+             "domain_randomization": "domain_randomization", "num_resets_per_eval": "num_resets_per_eval"}
+    for field, key in pairs.items():
+        assert getattr(args, field) == official[key], (field, getattr(args, field), official[key])
+        assert sources[field] == f"official_config[{key!r}]", field
+    assert official["policy_obs_key"] == "state"  # the policy sees make_vec's default observation

@@ -144,6 +144,62 @@ def test_bad_settings_are_refused_naming_what_was_expected():
         make(domain_randomization=wrong_shape).reset(seed=0)
 
 
+def test_randomisers_that_would_be_silently_misapplied_are_refused():
+    def shared_change(model, keys):  # gravity changed for every env but marked shared: upstream's vmap would apply it
+        batched, in_axes = mass_scale(model, keys)
+        return batched.tree_replace({"opt.gravity": batched.opt.gravity * 2}), in_axes
+
+    def unmarked(model, keys):  # damping drawn per env but marked shared
+        batched, in_axes = mass_scale(model, keys)
+        damping = jax.vmap(lambda k: jax.random.uniform(k, model.dof_damping.shape))(keys)
+        return batched.tree_replace({"dof_damping": damping}), in_axes
+
+    def prefix_axes(model, keys):
+        return mass_scale(model, keys)[0], 0
+
+    def int_field(model, keys):  # masses as integers: a silent cast would truncate them
+        batched, in_axes = mass_scale(model, keys)
+        return batched.tree_replace({"body_mass": batched.body_mass.astype(jnp.int32)}), in_axes
+
+    for randomizer, message in [(shared_change, r"\.opt\.gravity was changed but in_axes marks it None"),
+                                (unmarked, r"dof_damping was changed but in_axes marks it None"),
+                                (prefix_axes, "in_axes expected a Model"),
+                                (int_field, "body_mass expected dtype float32")]:
+        with pytest.raises(ValueError, match=message):
+            make(domain_randomization=randomizer).reset(seed=0)
+
+
+def test_a_state_of_another_randomiser_of_the_same_layout_is_refused():
+    def damping(model, keys):
+        scale = jax.vmap(lambda k: jax.random.uniform(k, (), minval=0.5, maxval=2.0))(keys)
+        batched = model.tree_replace({"dof_damping": scale[:, None] * model.dof_damping})
+        return batched, jax.tree.map(lambda _: None, model).tree_replace({"dof_damping": 0})
+
+    def armature(model, keys):
+        scale = jax.vmap(lambda k: jax.random.uniform(k, (), minval=0.5, maxval=2.0))(keys)
+        batched = model.tree_replace({"dof_armature": scale[:, None] * model.dof_armature})
+        return batched, jax.tree.map(lambda _: None, model).tree_replace({"dof_armature": 0})
+
+    saved = make(domain_randomization=damping)
+    saved.reset(seed=0)
+    with pytest.raises(ValueError, match="randomizer"):
+        make(domain_randomization=armature).load_state_dict(saved.state_dict())
+
+
+def test_a_wrapped_env_steps_the_randomised_models():
+    from mujoco_playground._src.wrapper import Wrapper
+
+    from playground_gym.loading import load_env
+
+    plain = playground_gym.make_vec(load_env("CartpoleBalance"), N, device="cpu", episode_length=5)
+    wrapped = playground_gym.make_vec(Wrapper(load_env("CartpoleBalance")), N, device="cpu", episode_length=5,
+                                      domain_randomization=first_env_unchanged)
+    assert torch.equal(plain.reset(seed=3)[0], wrapped.reset(seed=3)[0])
+    for _ in range(3):
+        a, b = plain.step(torch.full((N, 1), 0.7))[0], wrapped.step(torch.full((N, 1), 0.7))[0]
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1:], b[1:])
+
+
 def test_the_official_randomiser_table():
     envs = playground_gym.randomized_envs()
     assert "Go1JoystickFlatTerrain" in envs and "LeapCubeReorient" in envs and "CartpoleBalance" not in envs

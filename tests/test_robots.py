@@ -78,6 +78,26 @@ def test_the_joined_folder_is_remade_when_a_link_is_stale(installed, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no staging folders left behind
 
 
+def test_without_symbolic_links_the_robot_folders_are_copied_once(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    wheel = tmp_path / "wheel" / "mujoco_menagerie"
+    (wheel / "unitree_go1" / "assets").mkdir(parents=True)
+    (wheel / "unitree_go1" / "assets" / "trunk.stl").write_bytes(b"solid")
+    monkeypatch.setenv("PLAYGROUND_GYM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(menagerie, "wheel_roots", lambda: [wheel])
+
+    def no_links(self, *args, **kwargs):
+        raise OSError("symbolic links are not supported here")
+
+    monkeypatch.setattr(Path, "symlink_to", no_links)
+    folder = menagerie.installed_menagerie()
+    copied = folder / "unitree_go1"
+    assert not copied.is_symlink() and (copied / "assets" / "trunk.stl").read_bytes() == b"solid"
+    stamp = copied.stat().st_mtime_ns
+    assert menagerie.installed_menagerie() == folder and copied.stat().st_mtime_ns == stamp  # reused, not recopied
+
+
 def test_without_any_menagerie_the_error_names_the_extra(tmp_path, monkeypatch):
     from etils import epath
     from mujoco_playground._src import mjx_env
@@ -209,6 +229,49 @@ def test_go1_with_its_official_randomiser_through_the_trace_cache(installed, tmp
     assert np.array_equal(np.asarray(cached.model.geom_friction), seed1) and not np.array_equal(seed1, friction)
     obs = cached.step(torch.zeros(2, 12))[0]
     assert torch.isfinite(obs).all()
+
+
+def go1_tiny(trainer):
+    from trainer_harness import TINY, TINY_MULTIUNROLL
+
+    args = list(TINY_MULTIUNROLL if trainer == "ppo_multiunroll" else TINY)
+    args[args.index("playground/CartpoleBalance")] = "Go1JoystickFlatTerrain"
+    return args
+
+
+@pytest.mark.parametrize("trainer", ["ppo_continuous", pytest.param("ppo_tanh", marks=pytest.mark.slow),
+                                     pytest.param("ppo_multiunroll", marks=pytest.mark.slow)])
+def test_go1_trains_with_the_official_privileged_critic_and_randomisation_and_resumes_exactly(trainer, installed,
+                                                                                              tmp_path):
+    """Go1's official settings: the critic sees privileged_state (123) through its own normaliser, the actor state
+    (48), each env its own randomised model; a run killed after a checkpoint resumes bit-identically."""
+    import json
+
+    from trainer_harness import TRAINERS, killed_and_resumed_matches, tiny_run_in
+
+    script = TRAINERS / f"{trainer}.py"
+    (tmp_path / "reference").mkdir()
+    _, reference, result = tiny_run_in(script, go1_tiny(trainer), tmp_path / "reference")
+    assert "critic_obs_key=privileged_state (official_config['value_obs_key'])" in result.stdout
+    assert "domain_randomization=True (official_config['domain_randomization'])" in result.stdout
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["args"]["critic_obs_key"] == "privileged_state" and summary["args"]["domain_randomization"] is True
+    model = torch.load(reference / f"{trainer}.cleanrl_model", weights_only=False)
+    critic_in = model["agent"]["critic.0.weight"].shape[1]
+    actor_in = next(v for k, v in model["agent"].items() if k.startswith("actor") and k.endswith("0.weight")).shape[1]
+    assert (actor_in, critic_in) == (48, 123)
+    assert model["critic_rms"]["mean"].shape == (123,) and model["obs_rms"]["mean"].shape == (48,)
+    assert model["critic_rms"]["count"] == model["obs_rms"]["count"] > 0
+    killed_and_resumed_matches(script, go1_tiny(trainer), tmp_path, reference)
+
+
+def test_the_privileged_critic_is_refused_where_the_task_has_none(tmp_path):
+    from trainer_harness import TINY, TRAINERS, run_trainer
+
+    result = run_trainer(TRAINERS / "ppo_continuous.py", [*TINY, "--critic-obs-key", "privileged_state"], tmp_path)
+    assert result.returncode == 2 and "CartpoleBalance's observations have no privileged_state" in result.stderr
+    result = run_trainer(TRAINERS / "ppo_continuous.py", [*TINY, "--critic-obs-key", "pixels"], tmp_path)
+    assert result.returncode == 2 and "--critic-obs-key must be 'state'" in result.stderr
 
 
 @pytest.mark.slow

@@ -115,6 +115,19 @@ def trainer_summary(work: Path, folder: str = "ppo_scale") -> dict | None:
                                           "compile": s["args"].get("compile"), "cudagraphs": s["args"].get("cudagraphs")}
 
 
+def robot_summary(work: Path) -> dict | None:
+    """ppo_multiunroll on Go1 at its official scale: SPS, evaluation returns, and the robot settings it ran with."""
+    found = sorted(work.glob("robot_go1/*/summary.json"))
+    if not found:
+        return None
+    s = json.loads(found[-1].read_text())
+    a = s["args"]
+    return {k: s.get(k) for k in ("env_id", "env_steps", "wall_time_s", "sps", "final_eval_return")} | {
+        "num_envs": a["num_envs"], "critic_obs_key": a.get("critic_obs_key"),
+        "domain_randomization": a.get("domain_randomization"),
+        "eval_history": [(e["step"], e["return"]) for e in s.get("eval_history", [])]}
+
+
 def summary_markdown(results: dict) -> str:
     env = results.get("environment") or {}
     lines = [f"# GPU kit results ({results['mode']})", ""]
@@ -162,6 +175,13 @@ def summary_markdown(results: dict) -> str:
             lines += ["", f"## ppo_continuous ({flags}) at {scale['num_envs']} envs on {scale['device']}: "
                       f"{scale['sps']:,} SPS ({scale['env_steps']:,} env steps in {scale['wall_time_s']} s, compiles "
                       f"included), final eval {scale['final_eval_return']:.1f}"]
+    robot = results.get("robot_go1")
+    if robot:
+        lines += ["", f"## ppo_multiunroll on {robot['env_id']} (official config: {robot['num_envs']} envs, critic "
+                  f"{robot['critic_obs_key']}, randomisation {robot['domain_randomization']}): {robot['sps']:,} SPS "
+                  f"({robot['env_steps']:,} env steps in {robot['wall_time_s']} s, compiles included)", "",
+                  "| env steps | eval return |", "|---:|---:|"]
+        lines += [f"| {step:,} | {ret:.2f} |" for step, ret in robot["eval_history"]]
     return "\n".join(lines) + "\n"
 
 
@@ -176,6 +196,7 @@ def collect(work: Path, out: Path, mode: str) -> dict:
         "cuda_tests": lambda: junit(work / "cuda_tests.xml"), "trainer_sync": lambda: junit(work / "trainer_sync.xml"),
         "throughput": lambda: throughput_rows(work), "peer_brax": lambda: peer_brax(work),
         "ppo_scale": lambda: trainer_summary(work), "ppo_compile": lambda: trainer_summary(work, "ppo_compile"),
+        "robot_go1": lambda: robot_summary(work),
     }
     results: dict = {"mode": mode, "errors": {}}
     for name, read in sections.items():

@@ -56,7 +56,12 @@ if [ "$MODE" = gpu ]; then
   PEER_ARGS="--preset official --total-timesteps 9830400 --num-evals 2 --num-eval-envs 128"
   SCALE_ARGS="--num-envs 4096 --num-steps 16 --num-minibatches 4 --update-epochs 4 --total-timesteps 1310720"
   # core: setup 45 + peer_brax 2 x 95 + trainer_sync 75 + throughput 2 x 40 + ppo_scale 45 + ppo_compile 90 = 525
-  CAPS="setup=45 peer_brax_each=95 trainer_sync=75 throughput_each=40 ppo_scale=45 ppo_compile=90 cuda_tests=90"
+  CAPS="setup=45 peer_brax_each=95 trainer_sync=75 throughput_each=40 ppo_scale=45 ppo_compile=90 cuda_tests=90
+    robot_go1=150"
+  # a robot at its official scale: Go1JoystickFlatTerrain's Brax config (8192 envs, unroll 20, 32 minibatches of 256,
+  # asymmetric critic, official domain randomisation), 20 updates of 163,840 env steps; GPU only (Go1's assets travel
+  # in .whl/menagerie, see fetch_wheels.sh)
+  ROBOT_ARGS="--env-id Go1JoystickFlatTerrain --total-timesteps 3276800 --num-evals 3 --num-eval-envs 512"
 else
   DEVICE=cpu
   THROUGHPUT_RUNS="CartpoleBalance:32"
@@ -86,6 +91,7 @@ if [ "$PLAN" = 1 ]; then
   plan_line ppo_scale "$(cap ppo_scale)" core
   plan_line ppo_compile "$(cap ppo_compile)" core
   plan_line cuda_tests "$(cap cuda_tests)" extra
+  [ "$MODE" = gpu ] && plan_line robot_go1 "$(cap robot_go1)" extra
   for run in $EXTRA_THROUGHPUT_RUNS; do plan_line "throughput_${run%%:*}_${run#*:}" "$(cap throughput_each)" extra; done
   echo "core_total $total budget $BUDGET"
   exit 0
@@ -189,6 +195,11 @@ fi
 if wanted cuda_tests; then
   run_step cuda_tests "$(cap cuda_tests)" bash -c 'gpu_pytest "$0" tests/test_cuda.py -k "not trainer"' \
     "$WORK/cuda_tests.xml"
+fi
+if [ "$MODE" = gpu ] && wanted robot_go1; then
+  # shellcheck disable=SC2086
+  PLAYGROUND_GYM_MENAGERIE_PATH="$ROOT/.whl/menagerie" run_step robot_go1 "$(cap robot_go1)" "$PYTHON" \
+    cleanrl_ppo/ppo_multiunroll.py --device "$DEVICE" $ROBOT_ARGS --checkpoint-interval 0 --runs-dir "$WORK/robot_go1"
 fi
 # shellcheck disable=SC2086
 if wanted throughput && [ -n "$EXTRA_THROUGHPUT_RUNS" ]; then throughput $EXTRA_THROUGHPUT_RUNS; fi

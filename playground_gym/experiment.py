@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import typing
 import json
@@ -104,6 +105,9 @@ class ExperimentArgs:
     """render one deterministic evaluation episode at the end to <run>/videos/ (mp4 with ffmpeg, else gif)"""
     save_model: bool = False
     """save the final model (agent + normalisers) to <run>/<exp_name>.cleanrl_model"""
+    export_onnx: bool = False
+    """write the deterministic policy (observation normaliser included) to <run>/policy.onnx and policy.json at the
+    end; with --resume RUN --total-timesteps <its steps>, export a finished run without training"""
     checkpoint_interval: int = 10
     """write <run>/checkpoint.pt every this many updates and at the end (0 = only with --save-model, at the end)"""
     resume: str | None = None
@@ -523,8 +527,10 @@ class Experiment:
             if self.extended_from is not None:
                 self.extensions.append({"step": int(checkpoint["global_step"]),
                                         "from_total_timesteps": int(self.extended_from)})
+            exporting = any(a.split("=")[0] in ("--export-onnx", "--export_onnx") for a in given)
             args = args_type(**{**saved, "resume": args.resume, "device": args.device,
-                                **({"total_timesteps": args.total_timesteps} if extend else {})})
+                                **({"total_timesteps": args.total_timesteps} if extend else {}),
+                                **({"export_onnx": args.export_onnx} if exporting else {})})
             args, _ = resolve_args(args)  # tuples from JSON lists; values are all set, so nothing is overridden
             self.sources, self.run_dir, self.resumed = checkpoint["sources"], os.path.dirname(os.path.abspath(path)), \
                 checkpoint
@@ -537,6 +543,10 @@ class Experiment:
         self.args = args
         world = self.world
         self.device_spec = args.device
+        if args.export_onnx:
+            missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise CLIError(f"--export-onnx needs {missing} (pip install 'playground_gym[export]')")
         if args.cudagraphs:
             try:
                 platform = playground_gym.backend.resolve_device(args.device).platform
@@ -797,10 +807,43 @@ class Experiment:
         args = self.args
         eval_return = evaluate(act, self.eval_envs, derive_seed(args.seed, "eval", iteration), args.eval_stochastic)
         wall = self.wall_time()
-        self.eval_history.append({"step": self.global_step, "wall_time": round(wall, 2), "return": eval_return})
+        self.eval_history.append({"step": self.global_step, "wall_time": round(wall, 2), "return": eval_return,
+                                  "iteration": iteration})
         self.writer.add_scalar("eval/episodic_return", eval_return, self.global_step)
         if not self.progress.disable:
             self.progress.write(f"step {self.global_step}: eval return {eval_return:.1f} ({wall:.0f} s)")
+
+    def _export(self, act: Act, modules: Mapping[str, nn.Module]) -> Any:
+        """policy.onnx and its sidecar (playground_gym.export); the modules end on the CPU (the run is over)."""
+        from playground_gym import export
+
+        args, envs = self.args, self.eval_envs
+        config = getattr(envs.mjx_env, "_config", None) or {}
+        last = self.eval_history[-1] if self.eval_history else {}
+        scale = config.get("action_scale") if hasattr(config, "get") else None
+        sidecar = {
+            "env_id": args.env_id, "obs_key": envs.obs_key, "obs_dim": int(envs.single_observation_space.shape[0]),
+            "action_size": int(envs.single_action_space.shape[0]),
+            "action_scale": list(scale) if isinstance(scale, (list, tuple)) else scale,
+            "ctrl_dt": float(config.get("ctrl_dt")) if hasattr(config, "get") and config.get("ctrl_dt") else None,
+            "action_repeat": envs.action_repeat, "episode_length": envs.episode_length,
+            "control_period_s": (float(config["ctrl_dt"]) * envs.action_repeat
+                                 if hasattr(config, "get") and config.get("ctrl_dt") else None),
+            "policy": "deterministic action of " + args.exp_name + ", clipped to [-1, 1]; observation normaliser inside",
+            "run": {"run_dir": os.path.abspath(self.run_dir), "trainer": args.exp_name, "seed": args.seed,
+                    "env_steps": self.global_step, "settings_digest": settings_digest(asdict(args), self.world.size,
+                                                                                      self.extensions),
+                    "code": provenance.code_identity(getattr(sys.modules.get("__main__"), "__file__", None))},
+            "evaluation": {"seed": derive_seed(args.seed, "eval", last["iteration"]) if "iteration" in last else None,
+                           "num_envs": envs.num_envs, "return": last.get("return"), "step": last.get("step"),
+                           "deterministic": not args.eval_stochastic,
+                           "domain_randomization": bool(args.domain_randomization), "full_reset": args.full_reset},
+        }
+        try:
+            return export.export_policy(act, modules, sidecar["obs_dim"], os.path.join(self.run_dir, "policy.onnx"),
+                                        sidecar)
+        except Exception as err:  # noqa: BLE001 -- the exporter's many failure types: one line (summary.json is written)
+            raise OutputError(f"--export-onnx: the export failed ({type(err).__name__}: {err})") from err
 
     def _log(self, metrics: Mapping[str, Any]) -> None:
         tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
@@ -921,6 +964,9 @@ class Experiment:
         final = summary["final_eval_return"]
         print(f"final eval return {final:.1f} | strength {summary['strength']} | {self.global_step} steps in "
               f"{wall_time:.0f} s ({summary['sps']} SPS) | {self.run_dir}/summary.json")
+        if args.export_onnx:  # last: it moves the modules to the CPU
+            path = self._export(act, {name: self._modules[name] for name in model})
+            print(f"policy exported to {path} (and {path.with_suffix('.json').name})")
         self.envs.close()
         self.eval_envs.close()
         self.writer.close()

@@ -33,7 +33,7 @@ SETTINGS_FORMAT = 1  # part of every digest: a change of what the digest covers 
 # other fields (their resolved values are covered); ``seed`` is compared on its own (runs of one setting, many seeds).
 HOW_IT_RUNS = frozenset({
     "seed", "preset", "device", "torch_threads", "pin_jax_cpu", "compile", "cudagraphs", "torch_deterministic",
-    "runs_dir", "capture_video", "save_model", "checkpoint_interval", "resume", "dist_timeout",
+    "runs_dir", "capture_video", "save_model", "checkpoint_interval", "resume", "dist_timeout", "export_onnx",
 })
 
 

@@ -1,0 +1,130 @@
+"""Run an exported policy (``policy.onnx`` and its sidecar) in its env: returns, lengths and, optionally, a video.
+
+    python -m playground_gym.play runs/RUN/policy.onnx                      # the env and settings of the sidecar
+    python -m playground_gym.play policy.onnx --env-id Go1JoystickFlatTerrain --num-envs 64 --video go1.mp4
+
+The policy runs under onnxruntime (CUDA where onnxruntime has it, else the CPU), the env on its device through
+:func:`playground_gym.make_vec`. Each of ``--num-envs`` envs plays one episode from the same start: all reset
+together with ``--seed`` (default: the seed of the training run's final evaluation, so the mean return is the one the
+trainer reported for the same envs). Prints the mean and standard deviation of the return and length, as JSON with
+``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["play"]
+
+
+def play(policy_path: str, env_id: str | None = None, num_envs: int | None = None, seed: int | None = None,
+         device: str | None = None, video: str | None = None) -> dict[str, Any]:
+    """Play one episode in each of ``num_envs`` envs with the exported policy; the statistics of their returns.
+
+    Defaults come from the sidecar: the env id, episode length, action repeat, randomisation and fresh-reset settings
+    the policy was trained with, and the number of envs and seed of its final evaluation.
+
+    Raises:
+        FileNotFoundError: no policy or sidecar. ValueError: the env's observations do not fit the policy.
+    """
+    import torch
+
+    import playground_gym
+    from playground_gym.export import OnnxPolicy
+
+    policy = OnnxPolicy(policy_path)
+    meta, evaluation = policy.meta, policy.meta.get("evaluation") or {}
+    env_id = env_id or meta["env_id"]
+    num_envs = num_envs or evaluation.get("num_envs") or 16
+    seed = seed if seed is not None else (evaluation.get("seed") if evaluation.get("seed") is not None else 0)
+    same_env = env_id == meta["env_id"]
+    envs = playground_gym.make_vec(
+        env_id, num_envs, device=device, quiet=True, obs_key=meta.get("obs_key", "state"),
+        episode_length=meta.get("episode_length") if same_env else None,
+        action_repeat=meta.get("action_repeat") if same_env else None,
+        domain_randomization=bool(evaluation.get("domain_randomization")) and same_env,
+        full_reset=evaluation.get("full_reset", True))
+    if envs.single_observation_space.shape != (policy.obs_dim,):
+        raise ValueError(f"{env_id}: observations of shape {envs.single_observation_space.shape}; the policy expects "
+                         f"({policy.obs_dim},)")
+    obs, _ = envs.reset(seed=seed)
+    returns = np.zeros(num_envs)
+    lengths = np.zeros(num_envs, dtype=np.int64)
+    finished = np.zeros(num_envs, dtype=bool)
+    frames_env = None
+    if video:
+        frames_env = envs.mjx_env
+        trajectory = [jax_state_of(envs, 0)]
+    for _ in range(envs.max_episode_steps):
+        actions = policy(obs.cpu().numpy())
+        obs, _, _, _, info = envs.step(torch.as_tensor(actions, device=envs.device))
+        done = info["_episode"].cpu().numpy()
+        first = done & ~finished
+        returns[first] = info["episode"]["r"].cpu().numpy()[first]
+        lengths[first] = info["episode"]["l"].cpu().numpy()[first]
+        finished |= first
+        if video and not finished[0]:
+            trajectory.append(jax_state_of(envs, 0))
+        if finished.all():
+            break
+    result = {"env_id": env_id, "num_envs": num_envs, "seed": seed, "episodes": int(finished.sum()),
+              "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+              "length_mean": float(lengths.mean()), "length_std": float(lengths.std()),
+              "trained_return": evaluation.get("return") if same_env else None}
+    if video and frames_env is not None:
+        result["video"] = _write_video(frames_env, trajectory, video, envs.action_repeat)
+    envs.close()
+    return result
+
+
+def jax_state_of(envs: Any, i: int) -> Any:
+    """Env ``i``'s ``mjx_env.State`` (for rendering)."""
+    import jax
+
+    return jax.tree.map(lambda x: x[i], envs.env_state())
+
+
+def _write_video(env: Any, trajectory: list[Any], path: str, action_repeat: int) -> str | None:
+    import mediapy
+
+    fps = 1.0 / (float(env.dt) * action_repeat)
+    try:
+        frames = env.render(trajectory, height=240, width=320)
+    except Exception as e:  # noqa: BLE001 -- no OpenGL backend: say how to get one
+        print(f"play: rendering failed ({type(e).__name__}: {e}); set MUJOCO_GL=egl or osmesa", file=sys.stderr)
+        return None
+    mediapy.write_video(path, frames, fps=fps)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m playground_gym.play", description=__doc__.split("\n\n")[0])
+    parser.add_argument("policy", help="an exported policy.onnx (its policy.json next to it)")
+    parser.add_argument("--env-id", help="default: the sidecar's")
+    parser.add_argument("--num-envs", type=int, help="episodes, one per env, in parallel (default: the final "
+                                                     "evaluation's number of envs)")
+    parser.add_argument("--seed", type=int, help="default: the seed of the training run's final evaluation")
+    parser.add_argument("--device", help="the envs' device: cpu, cuda or cuda:N (default: JAX's GPU if any)")
+    parser.add_argument("--video", help="write env 0's episode to this .mp4 (MuJoCo's renderer; needs ffmpeg)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        result = play(args.policy, args.env_id, args.num_envs, args.seed, args.device, args.video)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['env_id']}: {result['episodes']} episodes, return {result['return_mean']:.2f} "
+          f"+- {result['return_std']:.2f}, length {result['length_mean']:.0f} +- {result['length_std']:.0f}"
+          + (f" (the trainer's final evaluation: {result['trained_return']:.2f})"
+             if result["trained_return"] is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

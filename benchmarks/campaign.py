@@ -318,6 +318,9 @@ def plan_tasks(envs: Sequence[str], scripts: dict[str, Path], seeds: Sequence[in
     the persistent JIT compile cache, so the other trainers and seeds of an env start without compiling (measured
     here: 44 s instead of 79 s for a PointMass smoke run), and parallel workers do not compile one env twice."""
     tasks = []
+    extra = list(extra)
+    if "--track" in extra and not any(a.split("=")[0] in ("--wandb-group", "--wandb_group") for a in extra):
+        extra += ["--wandb-group", out.resolve().name]  # W&B groups a campaign's runs (named after its folder)
     for seed in seeds:
         for script, path in scripts.items():
             flags = list(PRESET_FLAGS[preset].get(script, PRESET_FLAGS[preset]["*"]))

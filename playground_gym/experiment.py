@@ -55,7 +55,7 @@ import torch.nn as nn
 import tyro
 
 import playground_gym
-from playground_gym import distributed, keys, provenance
+from playground_gym import distributed, keys, provenance, tracking
 from playground_gym.autoreset import PRIVILEGED_KEY
 from playground_gym.run_settings import settings_digest
 from playground_gym.baselines import random_policy_return
@@ -105,6 +105,14 @@ class ExperimentArgs:
     """render one deterministic evaluation episode at the end to <run>/videos/ (mp4 with ffmpeg, else gif)"""
     save_model: bool = False
     """save the final model (agent + normalisers) to <run>/<exp_name>.cleanrl_model"""
+    track: bool = False
+    """log to Weights & Biases (config, TensorBoard scalars, the evaluation video, summary.json), CleanRL's way"""
+    wandb_project_name: str = "playground_gym"
+    """the W&B project of --track"""
+    wandb_entity: str | None = None
+    """the W&B entity (team or user) of --track; None = your default"""
+    wandb_group: str | None = None
+    """the W&B group of --track (benchmark.sh sets the campaign's); None = the env id"""
     export_onnx: bool = False
     """write the deterministic policy (observation normaliser included) to <run>/policy.onnx and policy.json at the
     end; with --resume RUN --total-timesteps <its steps>, export a finished run without training"""
@@ -543,6 +551,8 @@ class Experiment:
         self.args = args
         world = self.world
         self.device_spec = args.device
+        if args.track and not tracking.available():
+            raise CLIError(f"--track needs the wandb package ({tracking.INSTALL_HINT})")
         if args.export_onnx:
             missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
             if missing:
@@ -705,6 +715,8 @@ class Experiment:
                     torch.manual_seed(own_seed)
                     np.random.seed(own_seed % 2**32)
                     random.seed(own_seed)
+            self.wandb = tracking.start(self.args, self.run_dir, vars(self.args)) if self.args.track and world.is_main \
+                else None  # before TensorBoard's writer: W&B syncs what it writes
             self.writer = SummaryWriter(self.run_dir) if world.is_main else None
             if self.writer is None:
                 return next_obs
@@ -728,6 +740,8 @@ class Experiment:
         self.replica_checks = c.get("replica_checks", [])
         _set_rng_states(own["rng"])
         # purge_step drops events a killed run wrote after its last checkpoint, so curves do not overlap
+        self.wandb = tracking.start(self.args, self.run_dir, vars(self.args)) if self.args.track and world.is_main \
+            else None
         self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1) if world.is_main else None
         distributed.check_replicated(networks, "resume")
         obs, critic_obs = (x.to(self.device) for x in own["next_obs"])
@@ -930,6 +944,7 @@ class Experiment:
             path = os.path.join(self.run_dir, f"{args.exp_name}.cleanrl_model")
             torch.save({**{name: self._modules[name].state_dict() for name in model}, "args": asdict(args)}, path)
             print(f"model saved to {path}")
+        video = None
         if args.capture_video:
             video = capture_video(act, self.eval_envs, os.path.join(self.run_dir, "videos", "eval"),
                                   derive_seed(args.seed, "video"))
@@ -964,6 +979,9 @@ class Experiment:
         final = summary["final_eval_return"]
         print(f"final eval return {final:.1f} | strength {summary['strength']} | {self.global_step} steps in "
               f"{wall_time:.0f} s ({summary['sps']} SPS) | {self.run_dir}/summary.json")
+        if self.wandb is not None:
+            self.writer.flush()
+            tracking.finish(self.wandb, summary, path, video)
         if args.export_onnx:  # last: it moves the modules to the CPU
             path = self._export(act, {name: self._modules[name] for name in model})
             print(f"policy exported to {path} (and {path.with_suffix('.json').name})")

@@ -34,6 +34,7 @@ SETTINGS_FORMAT = 1  # part of every digest: a change of what the digest covers 
 HOW_IT_RUNS = frozenset({
     "seed", "preset", "device", "torch_threads", "pin_jax_cpu", "compile", "cudagraphs", "torch_deterministic",
     "runs_dir", "capture_video", "save_model", "checkpoint_interval", "resume", "dist_timeout", "export_onnx",
+    "track", "wandb_project_name", "wandb_entity", "wandb_group",
 })
 
 

@@ -156,6 +156,15 @@ def test_a_partial_menagerie_runs_the_envs_it_covers_and_names_what_it_lacks(cap
         campaign.resolve_envs("Go1Getup,BerkeleyHumanoidJoystickFlatTerrain")
 
 
+def test_track_passes_through_and_groups_the_campaigns_runs(capsys, tmp_path):
+    rc, lines, _ = dry(capsys, "--envs", "CartpoleBalance", "--scripts", "ppo_continuous", "--out",
+                       str(tmp_path / "my-campaign"), "--", "--track", "--wandb-project-name", "lab")
+    assert rc == 0 and lines and all("--track --wandb-project-name lab --wandb-group my-campaign" in ln for ln in lines)
+    rc, lines, _ = dry(capsys, "--envs", "CartpoleBalance", "--scripts", "ppo_continuous", "--out",
+                       str(tmp_path / "c2"), "--", "--track", "--wandb-group", "mine")
+    assert all(ln.count("--wandb-group") == 1 and "--wandb-group mine" in ln for ln in lines)
+
+
 def test_overrides_and_extra_flags(capsys, tmp_path):
     rc, lines, _ = dry(capsys, "--envs", "playground/CartpoleBalance,pointmass", "--seeds", "2",
                        "--scripts", "ppo_continuous", "--total-timesteps", "8192", "--out", str(tmp_path),

@@ -47,7 +47,7 @@ def test_versions_agree():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     latest = re.search(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", changelog, flags=re.M).group(1)
     assert pyproject["project"]["version"] == playground_gym.__version__ == latest
-    assert "playground_gym[docs,menagerie,export]" in pyproject["project"]["optional-dependencies"]["dev"]
+    assert "playground_gym[docs,menagerie,export,track]" in pyproject["project"]["optional-dependencies"]["dev"]
 
 
 def _imports(path: Path, modules: set[str]) -> set[str]:

@@ -325,10 +325,13 @@ def main(argv=None, start_time=None):
         return torch.zeros((args.num_steps, args.num_envs, *shape), dtype=dtype, device=device)
 
     storage = SimpleNamespace(obs=zeros(obs_dim), raw_obs=zeros(obs_dim), final_obs=zeros(critic_obs_dim),
-                              critic_obs=zeros(critic_obs_dim), raw_critic_obs=zeros(critic_obs_dim),
+                              critic_obs=zeros(critic_obs_dim) if run.critic_key else None,
+                              raw_critic_obs=zeros(critic_obs_dim) if run.critic_key else None,
                               actions=zeros(act_dim), logprobs=zeros(), rewards=zeros(),  # actions: PRE-tanh
                               terminateds=zeros(dtype=torch.bool), dones=zeros(dtype=torch.bool),
                               episodes=torch.zeros((3, args.num_steps, args.num_envs), device=device))  # ended, r, l
+    if not run.critic_key:  # the critic sees the policy's observations: the same buffers
+        storage.critic_obs, storage.raw_critic_obs = storage.obs, storage.raw_obs
 
     # --compile: the policy step, GAE and the loss with its backward under torch.compile (Adam is fused already)
     policy, gae, loss_fn = run.compile(agent.get_action), run.compile(compute_gae_truncation), run.compile(ppo_loss)

@@ -635,6 +635,8 @@ class Experiment:
         except (ValueError, TypeError, KeyError, playground_gym.MenagerieUnavailableError) as e:
             raise CLIError(str(e)) from None  # bad input or missing robot assets: one line, not a traceback
         if args.critic_obs_key == PRIVILEGED_KEY and not self.envs.has_privileged_state:
+            self.envs.close()
+            self.eval_envs.close()
             raise CLIError(f"--critic-obs-key {PRIVILEGED_KEY}: {args.env_id}'s observations have no {PRIVILEGED_KEY}; "
                            f"expected --critic-obs-key state")
         self.critic_key = PRIVILEGED_KEY if args.critic_obs_key == PRIVILEGED_KEY else None
@@ -703,7 +705,8 @@ class Experiment:
         from torch.utils.tensorboard import SummaryWriter
 
         self._modules = modules
-        self._networks = [m for m in modules.values() if isinstance(m, nn.Module)]  # what must match across ranks
+        # what must match across ranks, each module once (critic_rms may be another name of obs_rms)
+        self._networks = list({id(m): m for m in modules.values() if isinstance(m, nn.Module)}.values())
         world, networks = self.world, self._networks
         if self.resumed is None:
             next_obs = self.observe(*self.envs.reset(seed=self.rank_seed("train")))

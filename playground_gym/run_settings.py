@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["HOW_IT_RUNS", "SETTINGS_FORMAT", "differing_settings", "settings_digest", "settings_of",
+__all__ = ["ABSENT_MEANS", "HOW_IT_RUNS", "SETTINGS_FORMAT", "differing_settings", "settings_digest", "settings_of",
            "summary_digest"]
 
 SETTINGS_FORMAT = 1  # part of every digest: a change of what the digest covers makes old digests differ
@@ -37,13 +37,17 @@ HOW_IT_RUNS = frozenset({
     "track", "wandb_project_name", "wandb_entity", "wandb_group",
 })
 
+# fields added after runs were recorded: where one is absent, the run did what this value does (so its digest stays)
+ABSENT_MEANS = {"critic_obs_key": "state", "domain_randomization": False}
+
 
 def settings_of(args: Mapping[str, Any], world_size: int = 1,
                 extensions: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """What :func:`settings_digest` hashes: the result-changing fields of ``args``, the number of ranks and, for a run
     resumed with a larger ``--total-timesteps``, its ``extensions`` (``summary.json``'s: the step of each resume and
     the budget before it; such a run stretched its schedules mid-way: it is not the run planned at its final budget)."""
-    settings = {k: v for k, v in args.items() if k not in HOW_IT_RUNS}
+    settings = {**{k: v for k, v in ABSENT_MEANS.items() if k not in args},
+                **{k: v for k, v in args.items() if k not in HOW_IT_RUNS}}
     settings.update(_world_size=int(world_size), _format=SETTINGS_FORMAT)
     if extensions:
         settings["_extensions"] = [dict(e) for e in extensions]

@@ -609,3 +609,13 @@ def test_learning_curve_plot_draws_reference_lines_and_refuses_bad_ones(tmp_path
     with pytest.raises(SystemExit):
         plot_learning_curves.main([str(tmp_path / "run1"), "--out", str(out), "--reference", "zero action"])
     assert "expected NAME=NUMBER" in capsys.readouterr().err
+
+
+def test_runs_recorded_before_a_settings_field_existed_keep_their_digest():
+    from playground_gym.run_settings import settings_digest
+
+    old = {"env_id": "CartpoleBalance", "learning_rate": 1e-3, "seed": 1}  # before critics and randomisation
+    same = {**old, "critic_obs_key": "state", "domain_randomization": False, "track": True}
+    assert settings_digest(old) == settings_digest(same)
+    assert settings_digest(old) != settings_digest({**old, "critic_obs_key": "privileged_state"})
+    assert settings_digest(old) != settings_digest({**old, "domain_randomization": True})

@@ -262,9 +262,8 @@ def rollout(policy, envs, next_obs, normalize, storage, run):
 def ppo_loss(agent, s, mb, args):
     """The PPO loss of the segments `mb` of `s`, with values and GAE from the current critic, and its statistics
     (detached): value loss, policy loss, entropy, approximate KL, clip fraction, explained variance."""
-    T, _, critic_obs_dim = s.critic_obs.shape
-    values = agent.get_value(torch.cat([s.critic_obs[:, mb].reshape(-1, critic_obs_dim), s.boot_critic_obs[mb]]))
-    newvalue, bootstrap = values[:-len(mb)].view(T, -1), values[-len(mb):]
+    values = agent.get_value(torch.cat([s.critic_obs[:, mb].flatten(0, 1), s.boot_critic_obs[mb]]))  # [T*B + B]
+    newvalue, bootstrap = values[:-len(mb)].view(-1, len(mb)), values[-len(mb):]
     vs, mb_adv = compute_gae(s.truncations[:, mb], s.terminations[:, mb], s.rewards[:, mb], newvalue, bootstrap,
                              args.gae_lambda, args.gamma)
     dist = agent.get_distribution(s.obs[:, mb])
@@ -387,8 +386,9 @@ def main(argv=None, start_time=None):
 
         # ALGO LOGIC: optimizing the policy and value network, GAE per minibatch with the current critic
         metrics = update(agent, optimizer, s, args, run.nonfinite_updates, loss_fn)
-        if sched.reset_every and iteration % sched.reset_every == 0:  # Brax's forced resets after each training epoch
-            next_obs = run.observe(*envs.reset(seed=run.rank_seed("forced reset", iteration)))
+        if sched.reset_every and iteration % sched.reset_every == 0:  # Brax's forced resets: new states, same models
+            next_obs = run.observe(*envs.reset(seed=run.rank_seed("forced reset", iteration),
+                                               options={"keep_models": True}))
 
         # TRY NOT TO MODIFY: evaluation, logging (values leave the device only here, once), checkpoints
         metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]

@@ -388,10 +388,12 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
             out[PRIVILEGED_KEY] = priv
         return out
 
-    def initial(keys: jax.Array) -> tuple[Carry, Any]:
+    def initial(keys: jax.Array, fields: Any = None) -> tuple[Carry, Any]:
+        """Fresh states of every env from ``keys``; with randomisation, of the models ``fields`` (None: new ones)."""
         split = jax.vmap(jax.random.split)(keys)
         stream, reset_keys = split[:, 0], split[:, 1]
-        fields = draw_models(reset_keys) if randomizer is not None else None
+        if randomizer is not None and fields is None:
+            fields = draw_models(reset_keys)
         state = batched_reset(reset_keys, fields)
         n = keys.shape[0]
         # the pool starts empty (all n entries used): the first episode end fills it
@@ -464,9 +466,11 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         fuse = size <= FUSE_LIMIT
         return Packer(stepped, num_envs, fuse), (None if spec.full_reset else Packer(stepped.env_state, num_envs, fuse))
 
-    def reset(keys: jax.Array) -> tuple[dict[str, jax.Array], Any, dict[str, jax.Array]]:
+    def reset(keys: jax.Array, packed_carry: Any = None) -> tuple[dict[str, jax.Array], Any, dict[str, jax.Array]]:
+        """New episodes of every env; given the current ``packed_carry``, each env keeps its randomised model."""
         carry_packer, first_packer = _layouts(keys.shape[0])
-        carry, first_state = initial(keys)
+        kept = None if packed_carry is None or randomizer is None else carry_packer.unpack(packed_carry).model
+        carry, first_state = initial(keys, kept)
         carry = match_avals(carry, carry_packer.unpack(carry_packer.pack(carry)))
         packed_first = None if first_packer is None else first_packer.pack(first_state)
         return carry_packer.pack(carry), packed_first, observe(carry.env_state, {})

@@ -99,6 +99,7 @@ class _Compiled:
         self._mjx_env, self._vector_fns, self._randomizer = mjx_env, vector_fns, randomizer
         self._env_state_jit: Any = None
         self._model_jit: Any = None
+        self._reset_keeping_jit: Any = None
         reset_fn, step_fn = fns["reset"], fns["step"]
         self.trace_counts = {"reset": 0, "step": 0}
 
@@ -152,6 +153,12 @@ class _Compiled:
         if self._model_jit is None:
             self._model_jit = jax.jit(self.vector_fns.model)
         return self._model_jit(carry)
+
+    def reset_keeping_models(self, keys: Any, carry: Any) -> Any:
+        """``reset(keys)`` whose envs keep the randomised models of ``carry`` (compiled on first use)."""
+        if self._reset_keeping_jit is None:
+            self._reset_keeping_jit = jax.jit(self.vector_fns.reset)
+        return self._reset_keeping_jit(keys, carry)
 
 
 def _obs_shapes(obs_struct: Any) -> Any:
@@ -445,11 +452,14 @@ class PlaygroundVectorEnv(VectorEnv):
         """Reset every env. ``seed`` reseeds (initial states depend only on it and ``num_envs``);
         without one, the first reset uses the constructor's ``seed`` and later ones fresh keys: the c-th reset since
         the seed was set draws the keys ``keys.reset_keys(seed, c, num_envs)`` (:mod:`playground_gym.keys`), which
-        no other reset, autoreset or env shares."""
+        no other reset, autoreset or env shares. With domain randomisation a reset draws new models too, unless
+        ``options={"keep_models": True}``: new states of the models the envs have (Brax's forced resets)."""
         if self.closed:
             raise gym.error.ClosedEnvironmentError("reset() was called after close(): make new envs")
-        if options:
-            raise ValueError(f"options: expected None or an empty dict (no reset options are supported); got {options!r}")
+        if options and (set(options) != {"keep_models"} or not isinstance(options["keep_models"], bool)):
+            raise ValueError(f"options: expected None or {{'keep_models': bool}} (with domain randomisation, True keeps "
+                             f"each env's model: new states only); got {options!r}")
+        keep_models = bool(options and options["keep_models"]) and self.domain_randomization is not None
         if seed is not None:
             self._seed = _seed(seed)
             self._reset_count = 0
@@ -457,7 +467,10 @@ class PlaygroundVectorEnv(VectorEnv):
         env_keys = jax.device_put(keys.reset_keys(self._seed, self._reset_count, self.num_envs), self.jax_device)
         self._reset_count += 1
         with backend.silence_stderr(self.quiet and self.trace_counts["reset"] == 0):
-            self._carry, self._first, out = self._reset_jit(env_keys)
+            if keep_models and self._carry is not None:
+                self._carry, self._first, out = self._shared.reset_keeping_models(env_keys, self._carry)
+            else:
+                self._carry, self._first, out = self._reset_jit(env_keys)
         info = {PRIVILEGED_KEY: out[PRIVILEGED_KEY]} if self.has_privileged_state else {}
         return export(out["obs"], self.array_type), export(info, self.array_type)
 

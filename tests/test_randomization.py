@@ -126,6 +126,20 @@ def test_state_dict_carries_the_models_and_continues_exactly(redrawn):
         plain.load_state_dict(saved)
 
 
+def test_a_reset_that_keeps_the_models_gives_new_states_only(randomized):
+    obs, _ = randomized.reset(seed=11)
+    models = masses(randomized)
+    obs_kept, _ = randomized.reset(seed=12, options={"keep_models": True})
+    assert np.array_equal(masses(randomized), models) and not torch.equal(obs_kept, obs)
+    redrawn, _ = randomized.reset(seed=12)
+    assert not np.array_equal(masses(randomized), models)
+    assert torch.equal(redrawn, obs_kept)  # the states are the seed's either way (the model draws have their own keys)
+    plain = make()
+    plain.reset(seed=0, options={"keep_models": True})  # nothing to keep: an ordinary reset
+    with pytest.raises(ValueError, match="keep_models"):
+        randomized.reset(options={"keep_models": 1})
+
+
 def test_bad_settings_are_refused_naming_what_was_expected():
     with pytest.raises(ValueError, match=r"CartpoleBalance has no official domain randomiser; expected one of \[.*"
                                          r"Go1JoystickFlatTerrain"):

@@ -619,3 +619,12 @@ def test_runs_recorded_before_a_settings_field_existed_keep_their_digest():
     assert settings_digest(old) == settings_digest(same)
     assert settings_digest(old) != settings_digest({**old, "critic_obs_key": "privileged_state"})
     assert settings_digest(old) != settings_digest({**old, "domain_randomization": True})
+
+
+def test_with_the_asset_wheels_the_robot_suites_plan_every_robot_task(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("PLAYGROUND_GYM_MENAGERIE_PATH", raising=False)
+    for suite, count in (("locomotion", 19), ("manipulation", 10)):
+        rc, lines, err = dry(capsys, "--envs", suite, "--scripts", "ppo_multiunroll", "--out", str(tmp_path / suite))
+        assert rc == 0 and len(lines) == count and "skipped" not in err, err
+    rc, lines, _ = dry(capsys, "--envs", "all", "--scripts", "ppo_continuous", "--out", str(tmp_path / "all"))
+    assert rc == 0 and len(lines) == 54

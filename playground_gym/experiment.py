@@ -57,7 +57,7 @@ import tyro
 import playground_gym
 from playground_gym import distributed, keys, provenance, tracking
 from playground_gym.autoreset import PRIVILEGED_KEY
-from playground_gym.run_settings import settings_digest
+from playground_gym.run_settings import HOW_IT_RUNS, settings_digest
 from playground_gym.baselines import random_policy_return
 
 __all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", "total_reward_ma", "ExperimentArgs",
@@ -115,7 +115,7 @@ class ExperimentArgs:
     """the W&B group of --track (benchmark.sh sets the campaign's); None = the env id"""
     export_onnx: bool = False
     """write the deterministic policy (observation normaliser included) to <run>/policy.onnx and policy.json at the
-    end; with --resume RUN --total-timesteps <its steps>, export a finished run without training"""
+    end; with --resume RUN of a finished run, export it without training (its summary.json unchanged)"""
     checkpoint_interval: int = 10
     """write <run>/checkpoint.pt every this many updates and at the end (0 = only with --save-model, at the end)"""
     resume: str | None = None
@@ -518,6 +518,11 @@ class Experiment:
             given = sys.argv[1:] if argv is None else argv  # flags that may change on resume: device, total_timesteps
             extend = any(a.split("=")[0] in ("--total-timesteps", "--total_timesteps") for a in given)
             saved = checkpoint["args"]
+            if extend and args.total_timesteps == checkpoint["global_step"]:
+                extend = False  # the steps it has done: nothing more to train (e.g. an export), not an extension
+            # flags added after the checkpoint was written that only change how a run executes: their defaults
+            defaults = {f.name: f.default for f in dataclasses.fields(args_type) if f.name in HOW_IT_RUNS}
+            saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
             fields = {f.name for f in dataclasses.fields(args_type)}
             if set(saved) != fields:  # another trainer's checkpoint (ppo_tanh's given to ppo_continuous, ...)
                 raise CLIError(f"--resume: {path} was written by {saved.get('exp_name', 'another trainer')!r}, whose "
@@ -830,12 +835,33 @@ class Experiment:
         if not self.progress.disable:
             self.progress.write(f"step {self.global_step}: eval return {eval_return:.1f} ({wall:.0f} s)")
 
-    def _export(self, act: Act, modules: Mapping[str, nn.Module]) -> Any:
+    def _finish_without_training(self, act: Act, model: tuple[str, ...], summary_path: str) -> dict[str, Any]:
+        """A resumed run with nothing left to train: export if asked; its summary.json stays as the run wrote it."""
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if self.args.export_onnx:
+            exported = self._export(act, {name: self._modules[name] for name in model}, summary)
+            print(f"policy exported to {exported} (and {exported.with_suffix('.json').name}); nothing left to train, "
+                  f"{summary_path} unchanged")
+        else:
+            print(f"nothing left to train ({self.global_step} steps done); {summary_path} unchanged")
+        self.envs.close()
+        self.eval_envs.close()
+        self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.world.active:
+            torch.distributed.destroy_process_group()
+        return summary
+
+    def _export(self, act: Act, modules: Mapping[str, nn.Module], summary: Mapping[str, Any]) -> Any:
         """policy.onnx and its sidecar (playground_gym.export); the modules end on the CPU (the run is over)."""
         from playground_gym import export
 
         args, envs = self.args, self.eval_envs
         config = getattr(envs.mjx_env, "_config", None) or {}
+        plain_config = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config),
+                                             default=str))
         last = self.eval_history[-1] if self.eval_history else {}
         scale = config.get("action_scale") if hasattr(config, "get") else None
         sidecar = {
@@ -847,10 +873,11 @@ class Experiment:
             "control_period_s": (float(config["ctrl_dt"]) * envs.action_repeat
                                  if hasattr(config, "get") and config.get("ctrl_dt") else None),
             "policy": "deterministic action of " + args.exp_name + ", clipped to [-1, 1]; observation normaliser inside",
+            "env_config": plain_config,  # Kp, Kd, action_scale, noise, ...: what the env does around the policy
+            "device": envs.jax_device.platform, "impl": envs.impl,
             "run": {"run_dir": os.path.abspath(self.run_dir), "trainer": args.exp_name, "seed": args.seed,
-                    "env_steps": self.global_step, "settings_digest": settings_digest(asdict(args), self.world.size,
-                                                                                      self.extensions),
-                    "code": provenance.code_identity(getattr(sys.modules.get("__main__"), "__file__", None))},
+                    "env_steps": summary.get("env_steps"), "settings_digest": summary.get("settings_digest"),
+                    "code": summary.get("code"), "final_eval_return": summary.get("final_eval_return")},
             "evaluation": {"seed": derive_seed(args.seed, "eval", last["iteration"]) if "iteration" in last else None,
                            "num_envs": envs.num_envs, "return": last.get("return"), "step": last.get("step"),
                            "deterministic": not args.eval_stochastic,
@@ -938,6 +965,10 @@ class Experiment:
         """Save the model (``model``: names of registered modules), a video, ``summary.json``; close everything."""
         args = self.args
         self.progress.close()
+        summary_path = os.path.join(self.run_dir, "summary.json")
+        if self.resumed is not None and self.global_step == self.session_start_step and os.path.isfile(summary_path) \
+                and self.world.is_main:
+            return self._finish_without_training(act, model, summary_path)
         if not self.world.is_main:
             self.envs.close()
             self.eval_envs.close()
@@ -972,22 +1003,22 @@ class Experiment:
             "code": provenance.code_identity(getattr(sys.modules.get("__main__"), "__file__", None)),
             "eval_history": self.eval_history, "train_history": self.train_history, "args": asdict(args),
         }
-        path = os.path.join(self.run_dir, "summary.json")
         try:
-            with open(path + ".tmp", "w") as f:
+            with open(summary_path + ".tmp", "w") as f:
                 json.dump(summary, f, indent=2)
-            os.replace(path + ".tmp", path)  # atomic: a campaign reading it never sees half a file
+            os.replace(summary_path + ".tmp", summary_path)  # atomic: a campaign reading it never sees half a file
         except OSError as err:
-            raise OutputError(f"could not write {path} ({err})") from None
+            raise OutputError(f"could not write {summary_path} ({err})") from None
         final = summary["final_eval_return"]
         print(f"final eval return {final:.1f} | strength {summary['strength']} | {self.global_step} steps in "
               f"{wall_time:.0f} s ({summary['sps']} SPS) | {self.run_dir}/summary.json")
+        exported = None
+        if args.export_onnx:  # it moves the modules to the CPU: after everything that runs the policy
+            exported = self._export(act, {name: self._modules[name] for name in model}, summary)
+            print(f"policy exported to {exported} (and {exported.with_suffix('.json').name})")
         if self.wandb is not None:
             self.writer.flush()
-            tracking.finish(self.wandb, summary, path, video)
-        if args.export_onnx:  # last: it moves the modules to the CPU
-            path = self._export(act, {name: self._modules[name] for name in model})
-            print(f"policy exported to {path} (and {path.with_suffix('.json').name})")
+            tracking.finish(self.wandb, summary, summary_path, video, exported)
         self.envs.close()
         self.eval_envs.close()
         self.writer.close()

@@ -43,8 +43,11 @@ def play(policy_path: str, env_id: str | None = None, num_envs: int | None = Non
     num_envs = num_envs or evaluation.get("num_envs") or 16
     seed = seed if seed is not None else (evaluation.get("seed") if evaluation.get("seed") is not None else 0)
     same_env = env_id == meta["env_id"]
+    if device is None and meta.get("device") is not None:  # the evaluation's device (and so its physics backend)
+        device = "cpu" if meta["device"] == "cpu" else None
     envs = playground_gym.make_vec(
         env_id, num_envs, device=device, quiet=True, obs_key=meta.get("obs_key", "state"),
+        impl=meta.get("impl") or "auto",
         episode_length=meta.get("episode_length") if same_env else None,
         action_repeat=meta.get("action_repeat") if same_env else None,
         domain_randomization=bool(evaluation.get("domain_randomization")) and same_env,
@@ -75,7 +78,13 @@ def play(policy_path: str, env_id: str | None = None, num_envs: int | None = Non
     result = {"env_id": env_id, "num_envs": num_envs, "seed": seed, "episodes": int(finished.sum()),
               "return_mean": float(returns.mean()), "return_std": float(returns.std()),
               "length_mean": float(lengths.mean()), "length_std": float(lengths.std()),
-              "trained_return": evaluation.get("return") if same_env else None}
+              "trained_return": None}
+    # the trainer's number is comparable only for its own final policy, deterministic, in the same envs
+    comparable = (same_env and evaluation.get("deterministic", True) and evaluation.get("seed") == seed
+                  and evaluation.get("num_envs") == num_envs and evaluation.get("step") is not None
+                  and evaluation.get("step") == (meta.get("run") or {}).get("env_steps"))
+    if comparable:
+        result["trained_return"] = evaluation.get("return")
     if video and frames_env is not None:
         result["video"] = _write_video(frames_env, trajectory, video, envs.action_repeat)
     envs.close()
@@ -90,15 +99,16 @@ def jax_state_of(envs: Any, i: int) -> Any:
 
 
 def _write_video(env: Any, trajectory: list[Any], path: str, action_repeat: int) -> str | None:
-    import mediapy
-
     fps = 1.0 / (float(env.dt) * action_repeat)
     try:
-        frames = env.render(trajectory, height=240, width=320)
-    except Exception as e:  # noqa: BLE001 -- no OpenGL backend: say how to get one
-        print(f"play: rendering failed ({type(e).__name__}: {e}); set MUJOCO_GL=egl or osmesa", file=sys.stderr)
+        import mediapy
+
+        frames = env.render(trajectory, height=240, width=320)  # the nominal model, even with randomisation
+        mediapy.write_video(path, frames, fps=fps)
+    except Exception as e:  # noqa: BLE001 -- no OpenGL backend or no ffmpeg: say so, keep the statistics
+        print(f"play: no video ({type(e).__name__}: {e}); rendering needs MUJOCO_GL=egl or osmesa, mp4 needs ffmpeg",
+              file=sys.stderr)
         return None
-    mediapy.write_video(path, frames, fps=fps)
     return path
 
 

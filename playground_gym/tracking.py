@@ -3,7 +3,7 @@
 The run's config is every resolved flag; its TensorBoard scalars are synced as they are written
 (``sync_tensorboard``); the evaluation video and ``summary.json`` are uploaded at the end, and the summary's headline
 numbers become the W&B run summary. A resumed run continues the same W&B run (its id is derived from the run folder).
-``WANDB_MODE=offline`` keeps everything in ``./wandb/offline-run-*`` for a later ``wandb sync``.
+``WANDB_MODE=offline`` keeps everything in ``<run folder>/wandb/offline-run-*`` for a later ``wandb sync``.
 
 Examples:
     >>> # python cleanrl_ppo/ppo_continuous.py --track --wandb-project-name playground --wandb-entity my-lab
@@ -36,14 +36,17 @@ def start(args: Any, run_dir: str, config: Mapping[str, Any]) -> Any:
     import wandb
 
     name = os.path.basename(os.path.abspath(run_dir))
-    run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    # from the folder's name (unique: env, trainer, seed, start time) and the project: a moved folder resumes it too
+    run_id = hashlib.sha256(f"{args.wandb_project_name}/{name}".encode()).hexdigest()[:16]
     return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group or args.env_id,
                       name=name, id=run_id, resume="allow", config=dict(config), sync_tensorboard=True,
                       dir=run_dir, job_type=args.exp_name, save_code=False)
 
 
-def finish(run: Any, summary: Mapping[str, Any], summary_path: str, video: str | None = None) -> None:
-    """Upload ``summary.json`` (and the evaluation video), put its headline numbers in the run summary, close."""
+def finish(run: Any, summary: Mapping[str, Any], summary_path: str, video: str | None = None,
+           policy: Any = None) -> None:
+    """Upload ``summary.json`` (the evaluation video, the exported policy and its sidecar), put the summary's headline
+    numbers in the run summary, close."""
     import wandb
 
     if video:
@@ -51,5 +54,7 @@ def finish(run: Any, summary: Mapping[str, Any], summary_path: str, video: str |
     headline = ("final_eval_return", "strength", "final_strength", "total_reward_ma", "sps", "env_steps",
                 "wall_time_s", "settings_digest")
     run.summary.update({k: summary[k] for k in headline if summary.get(k) is not None})
-    run.save(summary_path, base_path=os.path.dirname(summary_path), policy="now")
+    base = os.path.dirname(summary_path)
+    for path in [summary_path] + ([str(policy), str(policy.with_suffix(".json"))] if policy is not None else []):
+        run.save(path, base_path=base, policy="now")
     run.finish()

@@ -93,6 +93,7 @@ def test_the_sidecar_says_what_the_env_expects_and_where_the_policy_came_from(ex
     assert (meta["env_id"], meta["obs_key"], meta["obs_dim"], meta["action_size"]) == ("CartpoleBalance", "state", 5, 1)
     assert meta["action_repeat"] == 1 and meta["episode_length"] == 100 and meta["ctrl_dt"] == pytest.approx(0.01)
     assert meta["control_period_s"] == pytest.approx(0.01) and meta["action_scale"] is None
+    assert meta["env_config"]["ctrl_dt"] == pytest.approx(0.01) and (meta["device"], meta["impl"]) == ("cpu", "jax")
     assert meta["run"]["settings_digest"] == summary["settings_digest"] and meta["run"]["trainer"] == name
     assert meta["evaluation"]["return"] == summary["final_eval_return"]
     assert meta["evaluation"]["step"] == summary["env_steps"]
@@ -109,15 +110,22 @@ def test_play_replays_the_final_evaluation(exported):
     assert result["return_mean"] == pytest.approx(summary["final_eval_return"], rel=1e-4, abs=1e-3)
 
 
-def test_a_finished_run_is_exported_without_training(tmp_path):
-    _, run_dir, _ = tiny_run_in(TRAINERS / "ppo_continuous.py", TINY, tmp_path)
+@pytest.mark.parametrize("how", ["resume alone", "its steps"])
+def test_a_finished_run_is_exported_without_training_and_its_summary_unchanged(how, tmp_path):
+    args = list(TINY)
+    args[args.index("--total-timesteps") + 1] = "4500"  # not whole updates: 4 updates, 4096 steps
+    _, run_dir, _ = tiny_run_in(TRAINERS / "ppo_continuous.py", args, tmp_path)
     assert not (run_dir / "policy.onnx").exists()
-    steps = json.loads((run_dir / "summary.json").read_text())["env_steps"]
-    result = run_trainer(TRAINERS / "ppo_continuous.py", ["--resume", str(run_dir), "--total-timesteps", str(steps),
-                                                           "--export-onnx"], tmp_path)
+    before = (run_dir / "summary.json").read_bytes()
+    steps = json.loads(before)["env_steps"]
+    assert steps == 4096
+    extra = [] if how == "resume alone" else ["--total-timesteps", str(steps)]
+    result = run_trainer(TRAINERS / "ppo_continuous.py", ["--resume", str(run_dir), *extra, "--export-onnx"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "policy exported to" in result.stdout and json.loads((run_dir / "summary.json").read_text())[
-        "env_steps"] == steps  # no training
+    assert "policy exported to" in result.stdout and "unchanged" in result.stdout
+    assert (run_dir / "summary.json").read_bytes() == before  # no extension, no new wall time, digest or code
+    meta = export.read_sidecar(run_dir / "policy.onnx")
+    assert meta["run"]["settings_digest"] == json.loads(before)["settings_digest"]
     model = torch.load(run_dir / "ppo_continuous.cleanrl_model", weights_only=False)
     obs = np.random.default_rng(1).normal(size=(64, 5)).astype(np.float32)
     session = onnxruntime.InferenceSession(str(run_dir / "policy.onnx"), providers=["CPUExecutionProvider"])
@@ -134,6 +142,6 @@ def test_the_deployment_example_of_the_docs_runs_without_torch_or_jax(exported):
     example = page.split("## Deploying it")[1].split("```python")[1].split("```")[0]
     assert len(example.strip().splitlines()) <= 10
     code = example.replace("runs/RUN", str(run_dir)) + (
-        "\nimport sys\nassert 'torch' not in sys.modules and 'jax' not in sys.modules\nprint(target.shape)\n")
+        "\nimport sys\nassert 'torch' not in sys.modules and 'jax' not in sys.modules\nprint(offset.shape)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "(1, 1)", out.stderr

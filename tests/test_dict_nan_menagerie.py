@@ -99,6 +99,7 @@ def test_menagerie_unclonable_raises_promptly_and_leaves_nothing(monkeypatch, tm
     from mujoco_playground._src import mjx_env
 
     monkeypatch.delenv(loading.MENAGERIE_ENV_VAR, raising=False)
+    monkeypatch.setattr(playground_gym.menagerie, "wheel_roots", lambda: [])  # as without the asset wheels
     target = tmp_path / "external_deps" / "mujoco_menagerie"
     monkeypatch.setattr(mjx_env, "MENAGERIE_PATH", epath.Path(str(target)))
     monkeypatch.setattr(loading, "MENAGERIE_URL", str(tmp_path / "no-such-repo"))

@@ -183,9 +183,9 @@ def rollout(policy, envs, next_obs, normalize, critic_normalize, storage, run):
     are the same tensors unless it is asymmetric (run.observe). Device work only: no host sync."""
     for step in range(storage.obs.shape[0]):
         obs, critic_obs = next_obs
-        storage.raw_obs[step], storage.raw_critic_obs[step] = obs, critic_obs
-        storage.obs[step] = normalize(obs)
-        storage.critic_obs[step] = storage.obs[step] if critic_obs is obs else critic_normalize(critic_obs)
+        storage.raw_obs[step], storage.obs[step] = obs, normalize(obs)
+        if critic_obs is not obs:  # an asymmetric critic's own observation (else it shares these buffers)
+            storage.raw_critic_obs[step], storage.critic_obs[step] = critic_obs, critic_normalize(critic_obs)
         action, logprob = policy(storage.obs[step])
         storage.actions[step], storage.logprobs[step] = action, logprob
         obs, reward, terminated, truncated, info = envs.step(action)

@@ -406,11 +406,10 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         """num_envs fresh initial states in one batched reset, each from a new key of one env's key stream (and,
         with randomize_on_reset, a new model drawn from that key)."""
         split = jax.vmap(jax.random.split)(carry.key)
-        pool_model = draw_models(split[:, 1]) if spec.randomize_on_reset else carry.pool_model
-        pool = match_avals(batched_reset(split[:, 1], pool_model if spec.randomize_on_reset else carry.model),
-                           carry.env_state)
+        models = draw_models(split[:, 1]) if spec.randomize_on_reset else carry.model  # None without randomisation
+        pool = match_avals(batched_reset(split[:, 1], models), carry.env_state)
         return carry._replace(key=split[:, 0], pool=pool, pool_used=jnp.zeros_like(carry.pool_used),
-                              pool_model=pool_model)
+                              pool_model=models if spec.randomize_on_reset else None)
 
     def fresh_states(carry: Carry, done: jax.Array) -> Carry:
         """Hand the finished envs the pool's next unused fresh states (in env order), refilling it when short.

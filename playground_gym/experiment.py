@@ -62,7 +62,7 @@ from playground_gym.baselines import random_policy_return
 
 __all__ = ["CLIError", "OutputError", "TOTAL_REWARD_MA_FRACTION", "Experiment", "total_reward_ma", "ExperimentArgs",
            "RunningMeanStd", "anneal_fraction", "cli", "derive_seed",
-           "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
+           "episodes", "evaluate", "extend_schedule", "parse_args", "resolve_args", "scores"]
 
 CHECKPOINT_FORMAT = 7  # 3: ppo_multiunroll's Brax schedule, evaluation's own RNG stream; 4: env state format 2;
 # 5: the training-return history (total_reward_ma); 6: env state format 3, resumes that extended the run;
@@ -405,19 +405,27 @@ def evaluate(act: Act, eval_envs: Any, seed: int, stochastic: bool = False) -> f
     Sampled actions (``stochastic``) draw from torch's generators seeded by ``seed`` inside a fork of the global RNG
     state, which is restored afterwards: a training run is the same whether or not, and how often, it evaluates.
     """
+    return episodes(act, eval_envs, seed, stochastic)[0].mean().item()
+
+
+@torch.no_grad()
+def episodes(act: Act, eval_envs: Any, seed: int, stochastic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`evaluate`'s episodes, per env: ``(returns, lengths)``, the first episode of each env (device tensors)."""
     device = eval_envs.device
     cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         obs, _ = eval_envs.reset(seed=seed)
         returns = torch.zeros(eval_envs.num_envs, device=device)
+        lengths = torch.zeros(eval_envs.num_envs, dtype=torch.int32, device=device)
         finished = torch.zeros(eval_envs.num_envs, dtype=torch.bool, device=device)
         for _ in range(eval_envs.max_episode_steps):
             obs, _, _, _, info = eval_envs.step(act(obs, not stochastic))
             first = info["_episode"] & ~finished
             returns = torch.where(first, info["episode"]["r"], returns)
+            lengths = torch.where(first, info["episode"]["l"], lengths)
             finished |= first
-        return returns.mean().item()
+        return returns, lengths
 
 
 @torch.no_grad()
@@ -863,15 +871,13 @@ class Experiment:
         plain_config = json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config),
                                              default=str))
         last = self.eval_history[-1] if self.eval_history else {}
-        scale = config.get("action_scale") if hasattr(config, "get") else None
+        scale, ctrl_dt = plain_config.get("action_scale"), plain_config.get("ctrl_dt")
         sidecar = {
             "env_id": args.env_id, "obs_key": envs.obs_key, "obs_dim": int(envs.single_observation_space.shape[0]),
             "action_size": int(envs.single_action_space.shape[0]),
-            "action_scale": list(scale) if isinstance(scale, (list, tuple)) else scale,
-            "ctrl_dt": float(config.get("ctrl_dt")) if hasattr(config, "get") and config.get("ctrl_dt") else None,
+            "action_scale": scale, "ctrl_dt": ctrl_dt,
             "action_repeat": envs.action_repeat, "episode_length": envs.episode_length,
-            "control_period_s": (float(config["ctrl_dt"]) * envs.action_repeat
-                                 if hasattr(config, "get") and config.get("ctrl_dt") else None),
+            "control_period_s": float(ctrl_dt) * envs.action_repeat if ctrl_dt else None,
             "policy": "deterministic action of " + args.exp_name + ", clipped to [-1, 1]; observation normaliser inside",
             "env_config": plain_config,  # Kp, Kd, action_scale, noise, ...: what the env does around the policy
             "device": envs.jax_device.platform, "impl": envs.impl,

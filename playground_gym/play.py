@@ -6,18 +6,17 @@
 The policy runs under onnxruntime (CUDA where onnxruntime has it, else the CPU), the env on its device through
 :func:`playground_gym.make_vec`. Each of ``--num-envs`` envs plays one episode from the same start: all reset
 together with ``--seed`` (default: the seed of the training run's final evaluation, so the mean return is the one the
-trainer reported for the same envs). Prints the mean and standard deviation of the return and length, as JSON with
-``--json``.
+trainer reported for the same envs; :func:`playground_gym.experiment.episodes` computes both). Prints the mean and
+standard deviation of the return and length, as JSON with ``--json``. ``--video`` renders one deterministic episode
+with the trainers' video renderer.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 from typing import Any
-
-import numpy as np
 
 __all__ = ["play"]
 
@@ -35,6 +34,7 @@ def play(policy_path: str, env_id: str | None = None, num_envs: int | None = Non
     import torch
 
     import playground_gym
+    from playground_gym.experiment import capture_video, episodes
     from playground_gym.export import OnnxPolicy
 
     policy = OnnxPolicy(policy_path)
@@ -55,27 +55,11 @@ def play(policy_path: str, env_id: str | None = None, num_envs: int | None = Non
     if envs.single_observation_space.shape != (policy.obs_dim,):
         raise ValueError(f"{env_id}: observations of shape {envs.single_observation_space.shape}; the policy expects "
                          f"({policy.obs_dim},)")
-    obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(num_envs)
-    lengths = np.zeros(num_envs, dtype=np.int64)
-    finished = np.zeros(num_envs, dtype=bool)
-    frames_env = None
-    if video:
-        frames_env = envs.mjx_env
-        trajectory = [jax_state_of(envs, 0)]
-    for _ in range(envs.max_episode_steps):
-        actions = policy(obs.cpu().numpy())
-        obs, _, _, _, info = envs.step(torch.as_tensor(actions, device=envs.device))
-        done = info["_episode"].cpu().numpy()
-        first = done & ~finished
-        returns[first] = info["episode"]["r"].cpu().numpy()[first]
-        lengths[first] = info["episode"]["l"].cpu().numpy()[first]
-        finished |= first
-        if video and not finished[0]:
-            trajectory.append(jax_state_of(envs, 0))
-        if finished.all():
-            break
-    result = {"env_id": env_id, "num_envs": num_envs, "seed": seed, "episodes": int(finished.sum()),
+    def act(obs: Any, deterministic: bool) -> Any:  # the exported policy is deterministic already
+        return torch.as_tensor(policy(obs.cpu().numpy()), device=envs.device)
+
+    returns, lengths = (x.double().cpu().numpy() for x in episodes(act, envs, seed))  # as the trainer evaluates
+    result = {"env_id": env_id, "num_envs": num_envs, "seed": seed, "episodes": num_envs,
               "return_mean": float(returns.mean()), "return_std": float(returns.std()),
               "length_mean": float(lengths.mean()), "length_std": float(lengths.std()),
               "trained_return": None}
@@ -85,31 +69,11 @@ def play(policy_path: str, env_id: str | None = None, num_envs: int | None = Non
                   and evaluation.get("step") == (meta.get("run") or {}).get("env_steps"))
     if comparable:
         result["trained_return"] = evaluation.get("return")
-    if video and frames_env is not None:
-        result["video"] = _write_video(frames_env, trajectory, video, envs.action_repeat)
+    if video:  # one deterministic episode from the seed, the trainers' --capture-video renderer (the nominal model)
+        stem = os.path.splitext(os.path.abspath(video))[0]
+        result["video"] = capture_video(act, envs, stem, seed)
     envs.close()
     return result
-
-
-def jax_state_of(envs: Any, i: int) -> Any:
-    """Env ``i``'s ``mjx_env.State`` (for rendering)."""
-    import jax
-
-    return jax.tree.map(lambda x: x[i], envs.env_state())
-
-
-def _write_video(env: Any, trajectory: list[Any], path: str, action_repeat: int) -> str | None:
-    fps = 1.0 / (float(env.dt) * action_repeat)
-    try:
-        import mediapy
-
-        frames = env.render(trajectory, height=240, width=320)  # the nominal model, even with randomisation
-        mediapy.write_video(path, frames, fps=fps)
-    except Exception as e:  # noqa: BLE001 -- no OpenGL backend or no ffmpeg: say so, keep the statistics
-        print(f"play: no video ({type(e).__name__}: {e}); rendering needs MUJOCO_GL=egl or osmesa, mp4 needs ffmpeg",
-              file=sys.stderr)
-        return None
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                                                      "evaluation's number of envs)")
     parser.add_argument("--seed", type=int, help="default: the seed of the training run's final evaluation")
     parser.add_argument("--device", help="the envs' device: cpu, cuda or cuda:N (default: JAX's GPU if any)")
-    parser.add_argument("--video", help="write env 0's episode to this .mp4 (MuJoCo's renderer; needs ffmpeg)")
+    parser.add_argument("--video", help="render one deterministic episode to this file's name, as .mp4 with ffmpeg, "
+                                        "else .gif (MuJoCo's renderer)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     try:

@@ -97,9 +97,7 @@ class _Compiled:
         self.action_size, self.obs_shapes = int(meta["action_size"]), meta["obs_shapes"]
         self.layout, self.source, self._load, self._spec = layout, source, load, spec
         self._mjx_env, self._vector_fns, self._randomizer = mjx_env, vector_fns, randomizer
-        self._env_state_jit: Any = None
-        self._model_jit: Any = None
-        self._reset_keeping_jit: Any = None
+        self._jitted: dict[str, Any] = {}  # VectorFunctions field -> jax.jit of it, compiled on first use
         reset_fn, step_fn = fns["reset"], fns["step"]
         self.trace_counts = {"reset": 0, "step": 0}
 
@@ -144,21 +142,20 @@ class _Compiled:
             self._vector_fns = make_vector_functions(self.mjx_env, self._spec, randomizer)
         return self._vector_fns
 
+    def _jit(self, name: str) -> Any:
+        if name not in self._jitted:
+            self._jitted[name] = jax.jit(getattr(self.vector_fns, name))
+        return self._jitted[name]
+
     def env_state(self, carry: Any) -> Any:
-        if self._env_state_jit is None:
-            self._env_state_jit = jax.jit(self.vector_fns.env_state)
-        return self._env_state_jit(carry)
+        return self._jit("env_state")(carry)
 
     def model(self, carry: Any) -> Any:
-        if self._model_jit is None:
-            self._model_jit = jax.jit(self.vector_fns.model)
-        return self._model_jit(carry)
+        return self._jit("model")(carry)
 
     def reset_keeping_models(self, keys: Any, carry: Any) -> Any:
-        """``reset(keys)`` whose envs keep the randomised models of ``carry`` (compiled on first use)."""
-        if self._reset_keeping_jit is None:
-            self._reset_keeping_jit = jax.jit(self.vector_fns.reset)
-        return self._reset_keeping_jit(keys, carry)
+        """``reset(keys)`` whose envs keep the randomised models of ``carry``."""
+        return self._jit("reset")(keys, carry)
 
 
 def _obs_shapes(obs_struct: Any) -> Any:

@@ -13,6 +13,9 @@ Presets (flags per script in PRESET_FLAGS below; --total-timesteps and extra fla
 - ``smoke``: every DM Control env (25), 1 seed, 4096 env steps per run (4 updates of 16 envs x 64 steps, 1 epoch,
   100-step episodes, 16 eval envs). Proves each env trains end to end; a run is dominated by its JIT compiles
   (strength scores are unavailable: the random-policy baselines are for the official episode length).
+- ``smoke-robots``: the 29 robot tasks (locomotion and manipulation), 1 seed, 64 env steps per run (2 updates of 2
+  envs x 16 steps, 16-step episodes): the robots step 10-1000x slower than DM Control on a CPU, so a run is its JIT
+  compiles plus a minute at most. Randomisation and privileged critics as the trainers' defaults (official).
 - ``cpu``: CartpoleBalance, PendulumSwingup, PointMass, ReacherEasy, 2 seeds; ppo_continuous/ppo_tanh at their
   defaults (800k steps, 64 envs x 256 steps, 8 minibatches x 10 epochs; CartpoleBalance reaches ~999 with
   ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (1.31M steps, 64 envs x 8 unrolls x 32 steps).
@@ -94,6 +97,12 @@ COMMON_FLAGS = ("--torch-threads", "1")  # every run: one torch thread (JAX take
 _CLEANRL_SMOKE = ("--total-timesteps", "4096", "--num-envs", "16", "--num-steps", "64", "--num-minibatches", "4",
                   "--update-epochs", "1", "--eval-interval", "2", "--episode-length", "100",
                   "--checkpoint-interval", "0")
+# Robots step 10-1000x slower than DM Control on a CPU (PandaRobotiqPushCube: ~6 s per step of 4 envs, its mesh
+# collisions in MJX's JAX backend): 2 envs, 2 updates of 16 steps, 16-step episodes (one time-limit end per env and
+# update), so a run is its JIT compiles plus a minute at most.
+_CLEANRL_SMOKE_ROBOTS = ("--total-timesteps", "64", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
+                         "--update-epochs", "1", "--eval-interval", "1", "--episode-length", "16",
+                         "--checkpoint-interval", "0")
 _CLEANRL_PAPER = ("--total-timesteps", "100000000", "--num-envs", "2048", "--num-steps", "480",
                   "--num-minibatches", "32", "--update-epochs", "16", "--eval-interval", "10")
 # Flags of each preset per script; "*" is the fallback for scripts not listed (e.g. custom trainers in --scripts-dir).
@@ -108,6 +117,15 @@ PRESET_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
                             "--num-evals", "3", "--episode-length", "100",
                             "--checkpoint-interval", "0"),
         "*": ("--total-timesteps", "4096"),
+    },
+    "smoke-robots": {
+        "ppo_continuous": _CLEANRL_SMOKE_ROBOTS,
+        "ppo_tanh": _CLEANRL_SMOKE_ROBOTS,
+        # 2 x 2 = 4 segments of 8 steps per update = 2 unrolls of 2 envs = 32 steps; 2 eval epochs of 1 update
+        "ppo_multiunroll": ("--preset", "cpu", "--total-timesteps", "64", "--num-envs", "2", "--unroll-length", "8",
+                            "--batch-size", "2", "--num-minibatches", "2", "--num-updates-per-batch", "1",
+                            "--num-evals", "3", "--episode-length", "16", "--checkpoint-interval", "0"),
+        "*": ("--total-timesteps", "64"),
     },
     "cpu": {
         "ppo_continuous": ("--total-timesteps", "800000"),
@@ -138,6 +156,8 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset("dmc", 1, "4096 steps/run, all 25 DM Control envs x 1 seed; a run is its JIT compiles (23-165 s "
                               "each): 75 runs (3 trainers) with --workers 2 took 42 min on a 2-core CPU "
                               "(docs/benchmarks/smoke)"),
+    "smoke-robots": Preset("robots", 1, "64 steps/run (2 envs), all 29 robot tasks x 1 seed; a run is its JIT "
+                                        "compiles (docs/benchmarks/smoke_robots)"),
     "cpu": Preset("CartpoleBalance,PendulumSwingup,PointMass,ReacherEasy", 2,
                   "800k steps/run (ppo_multiunroll: 1.31M), 4 cheap envs x 2 seeds: ~3-10 min per run at 2 workers"),
     "paper": Preset("all", 4, "100M steps/run, every env x 4 seeds, 2048 envs: GPU scale (use --slurm)"),
@@ -196,8 +216,8 @@ def _suite_envs(suite: str) -> list[str]:
 
 
 def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
-    """Env ids for ``--envs`` (``dmc``, ``all``, ``locomotion``, ``manipulation`` or ``Name,Name``) and notes on
-    what was skipped and why.
+    """Env ids for ``--envs`` (``dmc``, ``all``, ``locomotion``, ``manipulation``, ``robots`` (both) or
+    ``Name,Name``) and notes on what was skipped and why.
 
     Raises:
         CampaignError: unknown name (with suggestions), or a named Menagerie env while Menagerie is unavailable.
@@ -205,7 +225,8 @@ def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
     spec = spec.strip()
     notes: list[str] = []
     groups = {"dmc": ["dm_control_suite"], "dm_control_suite": ["dm_control_suite"], "locomotion": ["locomotion"],
-              "manipulation": ["manipulation"], "all": ["dm_control_suite", "locomotion", "manipulation"]}
+              "manipulation": ["manipulation"], "robots": ["locomotion", "manipulation"],
+              "all": ["dm_control_suite", "locomotion", "manipulation"]}
     if spec.lower() in groups:
         envs: list[str] = []
         for suite in groups[spec.lower()]:
@@ -229,8 +250,8 @@ def resolve_envs(spec: str) -> tuple[list[str], list[str]]:
         return envs, notes
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
-        raise CampaignError(f"--envs: expected dmc, all, locomotion, manipulation or a comma-separated list of env "
-                            f"ids; got {spec!r}")
+        raise CampaignError(f"--envs: expected dmc, all, locomotion, manipulation, robots or a comma-separated list "
+                            f"of env ids; got {spec!r}")
     folded = {n.lower(): n for n in DM_CONTROL_ENVS}
     envs = []
     for raw in names:
@@ -696,9 +717,9 @@ def write_slurm(tasks: Sequence[Task], out: Path, workers: int, options: Sequenc
 def _epilog() -> str:
     lines = ["presets (flags per trainer: PRESET_FLAGS in benchmarks/campaign.py; default envs / seeds / budget):"]
     for name, p in PRESETS.items():
-        lines.append(f"  {name:<6} envs={p.envs} seeds={p.seeds}: {p.budget}")
+        lines.append(f"  {name:<12} envs={p.envs} seeds={p.seeds}: {p.budget}")
         for script in KNOWN_SCRIPTS:
-            lines.append(f"           {script}: {' '.join(PRESET_FLAGS[name][script]) or '(trainer defaults)'}")
+            lines.append(f"                 {script}: {' '.join(PRESET_FLAGS[name][script]) or '(trainer defaults)'}")
     lines += [
         "",
         "every run also gets: --env-id ENV --seed K --runs-dir OUT/runs/ENV/SCRIPT/seedK --torch-threads 1",
@@ -729,7 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated trainers from {', '.join(KNOWN_SCRIPTS)} (default: %(default)s)")
     parser.add_argument("--envs", default=None,
                         help="dmc (the 25 DM Control envs), all (plus locomotion and manipulation when "
-                             "mujoco_menagerie is available), locomotion, manipulation, or Name,Name "
+                             "mujoco_menagerie is available), locomotion, manipulation, robots (both), or "
+                             "Name,Name "
                              "(default: the preset's)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per (env, trainer): 1..N (default: preset's)")
     parser.add_argument("--total-timesteps", type=int, default=None, help="override the preset's env steps per run")

@@ -118,7 +118,8 @@ def test_dry_run_smoke_through_benchmark_sh(tmp_path):
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("preset,expected", [("smoke", 25 * 3 * 1), ("cpu", 4 * 3 * 2)])
+@pytest.mark.parametrize("preset,expected", [("smoke", 25 * 3 * 1), ("cpu", 4 * 3 * 2),
+                                             ("smoke-robots", 29 * 3)])
 def test_dry_run_presets(capsys, tmp_path, preset, expected):
     rc, lines, _ = dry(capsys, "--preset", preset, "--scripts", "ppo_continuous,ppo_tanh,ppo_multiunroll",
                        "--out", str(tmp_path))
@@ -623,7 +624,7 @@ def test_runs_recorded_before_a_settings_field_existed_keep_their_digest():
 
 def test_with_the_asset_wheels_the_robot_suites_plan_every_robot_task(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("PLAYGROUND_GYM_MENAGERIE_PATH", raising=False)
-    for suite, count in (("locomotion", 19), ("manipulation", 10)):
+    for suite, count in (("locomotion", 19), ("manipulation", 10), ("robots", 29)):
         rc, lines, err = dry(capsys, "--envs", suite, "--scripts", "ppo_multiunroll", "--out", str(tmp_path / suite))
         assert rc == 0 and len(lines) == count and "skipped" not in err, err
     rc, lines, _ = dry(capsys, "--envs", "all", "--scripts", "ppo_continuous", "--out", str(tmp_path / "all"))

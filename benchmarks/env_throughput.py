@@ -34,6 +34,13 @@ episodes of all envs ending together (as DM Control's do from a reset) and sprea
 ``init_at_random_ep_len``):
 
     python benchmarks/env_throughput.py --reset-cost --envs CartpoleBalance CheetahRun HumanoidRun --num-envs 64
+
+``--randomization-cost`` measures what domain randomisation costs per step, torch mode, interleaved: the same task
+without randomisation, with the official randomiser (per-env models drawn at reset, the randomised fields carried
+with a leading env axis) and with ``randomize_on_reset=True`` (each finished env draws a new model); zero actions,
+the official episode length, so what is timed is mostly stepping (an env that falls resets in all three alike):
+
+    python benchmarks/env_throughput.py --randomization-cost --envs Go1JoystickFlatTerrain --num-envs 64 256
 """
 
 from __future__ import annotations
@@ -194,6 +201,37 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
     return ms
 
 
+def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int,
+                       device: str = "cpu") -> dict[str, list[float]]:
+    """ms per step of one task without randomisation, with the official randomiser, and redrawn at each reset."""
+    import torch
+
+    import playground_gym
+
+    settings = {"off": {}, "official": {"domain_randomization": True},
+                "official, redrawn at reset": {"domain_randomization": True, "randomize_on_reset": True}}
+    envs = {}
+    for name, kwargs in settings.items():
+        envs[name] = playground_gym.make_vec(env_id, num_envs, device=device, quiet=True, **kwargs)
+        envs[name].reset(seed=0)
+    actions = torch.zeros(envs["off"].action_space.shape, device=envs["off"].device)
+
+    def run(e: object) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            reward = e.step(actions)[1]
+        float(reward.sum())
+        return 1e3 * (time.perf_counter() - start) / steps
+
+    for e in envs.values():  # compile and warm up
+        run(e)
+    ms: dict[str, list[float]] = {k: [] for k in envs}
+    for r in range(rounds):
+        for k in (list(envs) if r % 2 == 0 else list(envs)[::-1]):
+            ms[k].append(run(envs[k]))
+    return ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartpoleBalance", "CheetahRun"])
@@ -203,6 +241,8 @@ def main() -> None:
     parser.add_argument("--skip-first-step", action="store_true", help="throughput only")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     parser.add_argument("--reset-cost", action="store_true", help="fresh vs replayed resets (see above)")
+    parser.add_argument("--randomization-cost", action="store_true",
+                        help="domain randomisation off vs official vs redrawn at reset (see above)")
     parser.add_argument("--episode-length", type=int, default=100, help="--reset-cost: agent steps per episode")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (all three contenders run there)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -226,6 +266,27 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"episode_length": args.episode_length, "rounds": args.rounds, "ms_per_step": rows}, f)
+        return
+
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,
+            "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:])}
+    if args.randomization_cost:
+        print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores), device {args.device}: {meta['command']}")
+        print("\n| env | envs | ms/step, off | official | redrawn at reset | official / off | redrawn / off |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        rows = {}
+        for env_id in args.envs:
+            for n in args.num_envs:
+                ms = randomization_cost(env_id, n, args.steps, args.rounds, args.device)
+                rows[f"{env_id} x {n}"] = ms
+                med = {k: statistics.median(v) for k, v in ms.items()}
+                ratio = lambda a: statistics.median(x / o for x, o in zip(ms[a], ms["off"]))  # noqa: E731
+                print(f"| {env_id} | {n} | {med['off']:.2f} | {med['official']:.2f} | "
+                      f"{med['official, redrawn at reset']:.2f} | {ratio('official'):.2f}x | "
+                      f"{ratio('official, redrawn at reset'):.2f}x |", flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "steps": args.steps, "rounds": args.rounds, "ms_per_step": rows}, f, indent=1)
         return
 
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,

@@ -377,8 +377,8 @@ def main(argv=None, start_time=None):
                 if run.critic_key:
                     critic_rms.update(storage.critic_obs)
             # segments [T, n_segments]; observations normalised with the updated statistics, as in Brax's loss
-            s = SimpleNamespace(obs=normalize(segments(storage.obs)), actions=segments(storage.actions),
-                                critic_obs=critic_normalize(segments(storage.critic_obs)),
+            s = SimpleNamespace(obs=(obs := normalize(segments(storage.obs))), actions=segments(storage.actions),
+                                critic_obs=critic_normalize(segments(storage.critic_obs)) if run.critic_key else obs,
                                 boot_critic_obs=critic_normalize(storage.boot_critic_obs.reshape(n_segments, -1)),
                                 logprobs=segments(logprobs), rewards=segments(storage.rewards) * args.reward_scaling,
                                 terminations=segments(storage.terminations),

@@ -37,10 +37,14 @@ episodes of all envs ending together (as DM Control's do from a reset) and sprea
 
 ``--randomization-cost`` measures what domain randomisation costs per step, torch mode, interleaved: the same task
 without randomisation, with the official randomiser (per-env models drawn at reset, the randomised fields carried
-with a leading env axis) and with ``randomize_on_reset=True`` (each finished env draws a new model); zero actions,
-the official episode length, so what is timed is mostly stepping (an env that falls resets in all three alike):
+with a leading env axis) and with ``randomize_on_reset=True`` (each finished env draws a new model); zero actions.
+Two regimes: the official episode length (no env ends inside the rounds: the step alone) and, with
+``--episode-length L``, episodes of L steps whose ends are spread uniformly, so fresh states are drawn (with models
+drawn once, each env's fresh states must be made with its own model: see the robots page):
 
     python benchmarks/env_throughput.py --randomization-cost --envs Go1JoystickFlatTerrain --num-envs 64 256
+    python benchmarks/env_throughput.py --randomization-cost --envs Go1JoystickFlatTerrain --num-envs 256 \
+        --episode-length 20 --steps 40
 """
 
 from __future__ import annotations
@@ -201,9 +205,13 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
     return ms
 
 
-def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int,
+def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int, episode_length: int | None = None,
                        device: str = "cpu") -> dict[str, list[float]]:
-    """ms per step of one task without randomisation, with the official randomiser, and redrawn at each reset."""
+    """ms per step of one task without randomisation, with the official randomiser (models drawn once: each env's
+    fresh states made with its own model, a pool entry per env) and redrawn at each reset (a shared pool).
+    ``episode_length`` None: the official length, no env ends inside the rounds (the step alone); else episodes of
+    that many steps with the ends spread uniformly (``set_elapsed_steps``), so the fresh-state pools refill."""
+    import numpy as np
     import torch
 
     import playground_gym
@@ -212,8 +220,11 @@ def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int,
                 "official, redrawn at reset": {"domain_randomization": True, "randomize_on_reset": True}}
     envs = {}
     for name, kwargs in settings.items():
-        envs[name] = playground_gym.make_vec(env_id, num_envs, device=device, quiet=True, **kwargs)
+        envs[name] = playground_gym.make_vec(env_id, num_envs, device=device, quiet=True, episode_length=episode_length,
+                                             action_repeat=1 if episode_length else None, **kwargs)
         envs[name].reset(seed=0)
+        if episode_length:
+            envs[name].set_elapsed_steps(np.random.default_rng(0).integers(0, episode_length, num_envs))
     actions = torch.zeros(envs["off"].action_space.shape, device=envs["off"].device)
 
     def run(e: object) -> float:
@@ -272,12 +283,16 @@ def main() -> None:
             "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:])}
     if args.randomization_cost:
         print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores), device {args.device}: {meta['command']}")
-        print("\n| env | envs | ms/step, off | official | redrawn at reset | official / off | redrawn / off |")
+        regime = (f"episodes of {args.episode_length} steps, ends spread" if "--episode-length" in sys.argv
+                  else "official episode length, no ends")
+        print(f"\n{regime}\n\n| env | envs | ms/step, off | official | redrawn at reset | official / off | "
+              f"redrawn / off |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         rows = {}
         for env_id in args.envs:
             for n in args.num_envs:
-                ms = randomization_cost(env_id, n, args.steps, args.rounds, args.device)
+                length = args.episode_length if "--episode-length" in sys.argv else None
+                ms = randomization_cost(env_id, n, args.steps, args.rounds, length, args.device)
                 rows[f"{env_id} x {n}"] = ms
                 med = {k: statistics.median(v) for k, v in ms.items()}
                 ratio = lambda a: statistics.median(x / o for x, o in zip(ms[a], ms["off"]))  # noqa: E731
@@ -286,7 +301,8 @@ def main() -> None:
                       f"{ratio('official, redrawn at reset'):.2f}x |", flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"meta": meta, "steps": args.steps, "rounds": args.rounds, "ms_per_step": rows}, f, indent=1)
+                json.dump({"meta": meta, "regime": regime, "steps": args.steps, "rounds": args.rounds,
+                           "ms_per_step": rows}, f, indent=1)
         return
 
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,

@@ -14,8 +14,9 @@ Presets (flags per script in PRESET_FLAGS below; --total-timesteps and extra fla
   100-step episodes, 16 eval envs). Proves each env trains end to end; a run is dominated by its JIT compiles
   (strength scores are unavailable: the random-policy baselines are for the official episode length).
 - ``smoke-robots``: the 29 robot tasks (locomotion and manipulation), 1 seed, 64 env steps per run (2 updates of 2
-  envs x 16 steps, 16-step episodes): the robots step 10-1000x slower than DM Control on a CPU, so a run is its JIT
-  compiles plus a minute at most. Randomisation and privileged critics as the trainers' defaults (official).
+  envs x 16 steps, 16-step episodes, the official action repeat): the robots step 10-1000x slower than DM Control on
+  a CPU, so a run is mostly its JIT compiles (PandaRobotiqPushCube, 4 control steps per agent step at ~3 s each,
+  takes longer). Randomisation and privileged critics as the trainers' defaults (official).
 - ``cpu``: CartpoleBalance, PendulumSwingup, PointMass, ReacherEasy, 2 seeds; ppo_continuous/ppo_tanh at their
   defaults (800k steps, 64 envs x 256 steps, 8 minibatches x 10 epochs; CartpoleBalance reaches ~999 with
   ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (1.31M steps, 64 envs x 8 unrolls x 32 steps).
@@ -97,9 +98,10 @@ COMMON_FLAGS = ("--torch-threads", "1")  # every run: one torch thread (JAX take
 _CLEANRL_SMOKE = ("--total-timesteps", "4096", "--num-envs", "16", "--num-steps", "64", "--num-minibatches", "4",
                   "--update-epochs", "1", "--eval-interval", "2", "--episode-length", "100",
                   "--checkpoint-interval", "0")
-# Robots step 10-1000x slower than DM Control on a CPU (PandaRobotiqPushCube: ~6 s per step of 4 envs, its mesh
-# collisions in MJX's JAX backend): 2 envs, 2 updates of 16 steps, 16-step episodes (one time-limit end per env and
-# update), so a run is its JIT compiles plus a minute at most.
+# Robots step 10-1000x slower than DM Control on a CPU (PandaRobotiqPushCube: ~6 s per control step of 4 envs, its
+# mesh collisions in MJX's JAX backend): 2 envs, 2 updates of 16 agent steps, 16-step episodes (a time-limit end per
+# env and update; the official action repeat stays: AlohaSinglePegInsertion 2, PandaRobotiqPushCube 4 control steps
+# per agent step, so their episodes are 8 and 4 agent steps and their runs 2-4x the physics).
 _CLEANRL_SMOKE_ROBOTS = ("--total-timesteps", "64", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
                          "--update-epochs", "1", "--eval-interval", "1", "--episode-length", "16",
                          "--checkpoint-interval", "0")
@@ -156,8 +158,8 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset("dmc", 1, "4096 steps/run, all 25 DM Control envs x 1 seed; a run is its JIT compiles (23-165 s "
                               "each): 75 runs (3 trainers) with --workers 2 took 42 min on a 2-core CPU "
                               "(docs/benchmarks/smoke)"),
-    "smoke-robots": Preset("robots", 1, "64 steps/run (2 envs), all 29 robot tasks x 1 seed; a run is its JIT "
-                                        "compiles (docs/benchmarks/smoke_robots)"),
+    "smoke-robots": Preset("robots", 1, "64 steps/run (2 envs), all 29 robot tasks x 1 seed; a run is mostly its "
+                                        "JIT compiles (docs/benchmarks/smoke_robots)"),
     "cpu": Preset("CartpoleBalance,PendulumSwingup,PointMass,ReacherEasy", 2,
                   "800k steps/run (ppo_multiunroll: 1.31M), 4 cheap envs x 2 seeds: ~3-10 min per run at 2 workers"),
     "paper": Preset("all", 4, "100M steps/run, every env x 4 seeds, 2048 envs: GPU scale (use --slurm)"),

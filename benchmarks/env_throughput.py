@@ -206,11 +206,12 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
 
 
 def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int, episode_length: int | None = None,
-                       device: str = "cpu") -> dict[str, list[float]]:
-    """ms per step of one task without randomisation, with the official randomiser (models drawn once: each env's
-    fresh states made with its own model, a pool entry per env) and redrawn at each reset (a shared pool).
-    ``episode_length`` None: the official length, no env ends inside the rounds (the step alone); else episodes of
-    that many steps with the ends spread uniformly (``set_elapsed_steps``), so the fresh-state pools refill."""
+                       device: str = "cpu") -> dict[str, dict[str, list[float]]]:
+    """ms per step and episode ends per round of one task without randomisation, with the official randomiser
+    (models drawn once: each env's fresh states made with its own model, a pool entry per env) and redrawn at each
+    reset (a shared pool). ``episode_length`` None: the official length and action repeat, no time-limit end inside
+    the rounds (checked; a fall still ends an episode: the ends are counted); else episodes of that many steps at
+    action repeat 1 with the ends spread uniformly (``set_elapsed_steps``), so the fresh-state pools refill."""
     import numpy as np
     import torch
 
@@ -225,22 +226,34 @@ def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int, epis
         envs[name].reset(seed=0)
         if episode_length:
             envs[name].set_elapsed_steps(np.random.default_rng(0).integers(0, episode_length, num_envs))
+        elif steps * (rounds + 1) >= envs[name].max_episode_steps:
+            raise SystemExit(f"--randomization-cost: {steps} steps x {rounds + 1} rounds reach {env_id}'s official "
+                             f"episode end ({envs[name].max_episode_steps} steps): fewer --steps or --rounds")
     actions = torch.zeros(envs["off"].action_space.shape, device=envs["off"].device)
+    ends: dict[str, list[float]] = {k: [] for k in envs}
 
-    def run(e: object) -> float:
+    def run(name: str) -> float:
+        e, ended = envs[name], torch.zeros((), dtype=torch.int64, device=envs[name].device)
         start = time.perf_counter()
         for _ in range(steps):
-            reward = e.step(actions)[1]
+            _, reward, _, _, info = e.step(actions)
+            ended += info["_final_obs"].sum()
         float(reward.sum())
-        return 1e3 * (time.perf_counter() - start) / steps
+        elapsed = time.perf_counter() - start
+        ends[name].append(float(ended))
+        return 1e3 * elapsed / steps
 
-    for e in envs.values():  # compile and warm up
-        run(e)
+    for name in envs:  # compile and warm up
+        run(name)
     ms: dict[str, list[float]] = {k: [] for k in envs}
+    for k in ends:
+        ends[k].clear()
     for r in range(rounds):
         for k in (list(envs) if r % 2 == 0 else list(envs)[::-1]):
-            ms[k].append(run(envs[k]))
-    return ms
+            ms[k].append(run(k))
+    for e in envs.values():
+        e.close()
+    return {"ms_per_step": ms, "ends_per_round": ends}
 
 
 def main() -> None:
@@ -254,7 +267,8 @@ def main() -> None:
     parser.add_argument("--reset-cost", action="store_true", help="fresh vs replayed resets (see above)")
     parser.add_argument("--randomization-cost", action="store_true",
                         help="domain randomisation off vs official vs redrawn at reset (see above)")
-    parser.add_argument("--episode-length", type=int, default=100, help="--reset-cost: agent steps per episode")
+    parser.add_argument("--episode-length", type=int, default=None,
+                        help="--reset-cost: agent steps per episode (default 100); --randomization-cost: see above")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (all three contenders run there)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,7 +281,7 @@ def main() -> None:
         rows = {}
         args.num_envs = args.num_envs[0]
         for env_id in args.envs:
-            ms = reset_cost(env_id, args.num_envs, args.episode_length, args.rounds, args.device)
+            ms = reset_cost(env_id, args.num_envs, args.episode_length or 100, args.rounds, args.device)
             rows[env_id] = ms
             med = {k: statistics.median(v) for k, v in ms.items()}
             for ends in ("together", "spread"):
@@ -276,37 +290,43 @@ def main() -> None:
                       f"{med[f'fresh, ends {ends}']:.2f} | {ratio:.2f} |", flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"episode_length": args.episode_length, "rounds": args.rounds, "ms_per_step": rows}, f)
+                json.dump({"episode_length": args.episode_length or 100, "rounds": args.rounds, "ms_per_step": rows}, f)
         return
 
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,
             "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:])}
     if args.randomization_cost:
+        from playground_gym import randomized_envs
+
         print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores), device {args.device}: {meta['command']}")
-        regime = (f"episodes of {args.episode_length} steps, ends spread" if "--episode-length" in sys.argv
-                  else "official episode length, no ends")
-        print(f"\n{regime}\n\n| env | envs | ms/step, off | official | redrawn at reset | official / off | "
-              f"redrawn / off |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        regime = (f"episodes of {args.episode_length} agent steps at action repeat 1, ends spread"
+                  if args.episode_length else "official episode length and action repeat, no time-limit end")
+        print(f"\n{regime}; median ms per step over {args.rounds} interleaved rounds of {args.steps} steps, "
+              f"episode ends per round (falls included)\n")
+        print("| env | envs | off | official | redrawn at reset | official / off | redrawn / off | ends per round "
+              "(off / official / redrawn) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
         rows = {}
         for env_id in args.envs:
+            if env_id not in randomized_envs():
+                print(f"| {env_id} | skipped: no official randomiser (playground_gym.randomized_envs()) |||||||")
+                continue
             for n in args.num_envs:
-                length = args.episode_length if "--episode-length" in sys.argv else None
-                ms = randomization_cost(env_id, n, args.steps, args.rounds, length, args.device)
-                rows[f"{env_id} x {n}"] = ms
+                res = randomization_cost(env_id, n, args.steps, args.rounds, args.episode_length, args.device)
+                rows[f"{env_id} x {n}"] = res
+                ms, ends = res["ms_per_step"], res["ends_per_round"]
                 med = {k: statistics.median(v) for k, v in ms.items()}
                 ratio = lambda a: statistics.median(x / o for x, o in zip(ms[a], ms["off"]))  # noqa: E731
                 print(f"| {env_id} | {n} | {med['off']:.2f} | {med['official']:.2f} | "
                       f"{med['official, redrawn at reset']:.2f} | {ratio('official'):.2f}x | "
-                      f"{ratio('official, redrawn at reset'):.2f}x |", flush=True)
+                      f"{ratio('official, redrawn at reset'):.2f}x | "
+                      + " / ".join(f"{statistics.median(v):.0f}" for v in ends.values()) + " |", flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"meta": meta, "regime": regime, "steps": args.steps, "rounds": args.rounds,
-                           "ms_per_step": rows}, f, indent=1)
+                json.dump({"meta": meta, "regime": regime, "steps": args.steps, "rounds": args.rounds, "results": rows},
+                          f, indent=1)
         return
 
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,
-            "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:])}
     print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores), device {args.device}: {meta['command']}")
     by_size = {n: sweep(args, n) for n in args.num_envs}
     if args.json:

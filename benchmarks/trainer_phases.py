@@ -10,7 +10,8 @@ The trainer (cleanrl_ppo/<name>.py) runs as usual with the flags given; each cal
 on CPU). Prints the mean seconds per call, the first call excluded (it holds compiles), and the total. Inside the
 rollouts, `PlaygroundVectorEnv.step` is timed too: on the CPU it returns once the step has run (torch reads JAX's
 buffers through DLPack, which waits for them), so its time is the env's share of a rollout step and the remainder
-the policy's. On a GPU nothing waits there and the split is meaningless (it says so).
+the policy's. On a GPU nothing waits there and the split is meaningless (it says so). Run it with
+``--torch-threads 1`` on a small machine, so torch's worker threads do not spin into the env's time.
 """
 
 from __future__ import annotations
@@ -60,13 +61,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             return step_of(self, actions)
         finally:
-            times["rollout env step"][-1] += time.perf_counter() - start
+            times["env step within the rollout"][-1] += time.perf_counter() - start
 
     rollout_of = trainer.rollout
 
     @functools.wraps(rollout_of)
     def rollout(*args, **kwargs):
-        times.setdefault("rollout env step", []).append(0.0)
+        times.setdefault("env step within the rollout", []).append(0.0)
         in_rollout[0] = True
         try:
             return rollout_of(*args, **kwargs)
@@ -81,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         later = calls[1:] or calls
         print(f"{name}: {len(calls)} calls, {sum(later) / len(later):.3f} s per call after the first, "
               f"{sum(calls):.1f} s in all")
-    rollouts, env_steps = times.get("rollout", [])[1:], times.get("rollout env step", [])[1:]
-    if rollouts and sum(rollouts) > 0:
+    rollouts, env_steps = times.get("rollout", [])[1:], times.get("env step within the rollout", [])[1:]
+    if rollouts and sum(rollouts) > 0 and devices:
         share = sum(env_steps) / sum(rollouts)
-        note = "" if devices <= {"cpu"} else " (not a split: on a GPU the env step returns before its work is done)"
+        note = "" if devices == {"cpu"} else " (not a split: on a GPU the env step returns before its work is done)"
         print(f"rollout after the first: env step {share:.1%}, the rest (policy, normalisers, storage) "
               f"{1 - share:.1%}{note}")
 

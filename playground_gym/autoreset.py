@@ -98,6 +98,22 @@ def _is_shared(path: tuple[Any, ...]) -> bool:
     return len(names) >= 2 and names[-2] == "_impl" and names[-1] in _warp_shared_fields()
 
 
+def _cond_2d(pred: jax.Array, on_true: Callable[[Any], Any], on_false: Callable[[Any], Any], tree: Any) -> Any:
+    """``lax.cond(pred, on_true, on_false, tree)`` for functions that return a tree shaped as ``tree``, with every
+    array of more than two dimensions passed through the conditional as ``[d0, -1]`` (a free row-major reshape).
+
+    Why: XLA's layout assignment gives a conditional's N-d operands the layouts its busier branch prefers (the
+    batched reset's put the env axis inside), so the branch that keeps the carry as it is transposed and copied
+    every physics-state array on every step, and the step's output copied them back (CartpoleBalance x 1024:
+    ~0.4 ms of ~4 ms per step, read from benchmarks/step_profile.py). Two-dimensional operands keep their layout.
+    """
+    shapes = jax.tree.map(lambda x: x.shape, tree)
+    flat = lambda t: jax.tree.map(lambda x: x.reshape(x.shape[0], -1) if x.ndim > 2 else x, t)  # noqa: E731
+    unflat = lambda t: jax.tree.map(lambda x, shape: x.reshape(shape), t, shapes)  # noqa: E731
+    out = jax.lax.cond(pred, lambda f: flat(on_true(unflat(f))), lambda f: flat(on_false(unflat(f))), flat(tree))
+    return unflat(out)
+
+
 def _where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Per-env select over two pytrees whose leaves have a leading env axis (shared leaves: ``on_false``'s)."""
 
@@ -422,10 +438,10 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         count = jnp.sum(done, dtype=jnp.int32)
         if own_pool:
             # each env's entry was made with its own model: env i takes entry i, refilled once any is wanted twice
-            carry = jax.lax.cond(jnp.any(done & (carry.pool_used > 0)), refill_pool, lambda c: c, carry)
+            carry = _cond_2d(jnp.any(done & (carry.pool_used > 0)), refill_pool, lambda c: c, carry)
             return carry._replace(env_state=_where(done, carry.pool, carry.env_state),
                                   pool_used=carry.pool_used | done.astype(jnp.int32))
-        carry = jax.lax.cond(carry.pool_used[0] + count > n, refill_pool, lambda c: c, carry)
+        carry = _cond_2d(carry.pool_used[0] + count > n, refill_pool, lambda c: c, carry)
 
         def hand_out(c: Carry) -> Carry:
             entry = jnp.where(done, c.pool_used[0] + jnp.cumsum(done) - 1, 0)
@@ -436,7 +452,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
                 c = c._replace(model=_where(done, jax.tree.map(take, c.pool_model), c.model))
             return c
 
-        return jax.lax.cond(count > 0, hand_out, lambda c: c, carry)
+        return _cond_2d(count > 0, hand_out, lambda c: c, carry)
 
     def logical_step(carry: Carry, first_state: Any, actions: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
         carry, out = jax.vmap(advance_one)(carry, actions)

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         setattr(module, name, wrapper)
 
     in_rollout = [False]
+    vector_steps: list[int] = []  # per rollout call: how many vector env steps it ran
     step_of = vector_env.PlaygroundVectorEnv.step
     devices: set[str] = set()
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         if not in_rollout[0]:
             return step_of(self, actions)
         devices.add(str(self.device))
+        vector_steps[-1] += 1
         start = time.perf_counter()
         try:
             return step_of(self, actions)
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     @functools.wraps(rollout_of)
     def rollout(*args, **kwargs):
         times.setdefault("env step within the rollout", []).append(0.0)
+        vector_steps.append(0)
         in_rollout[0] = True
         try:
             return rollout_of(*args, **kwargs)
@@ -86,8 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     if rollouts and sum(rollouts) > 0 and devices:
         share = sum(env_steps) / sum(rollouts)
         note = "" if devices == {"cpu"} else " (not a split: on a GPU the env step returns before its work is done)"
+        per_step = 1e3 / max(sum(vector_steps[1:]), 1)
         print(f"rollout after the first: env step {share:.1%}, the rest (policy, normalisers, storage) "
-              f"{1 - share:.1%}{note}")
+              f"{1 - share:.1%}{note}; per vector step {sum(rollouts) * per_step:.3f} ms = env "
+              f"{sum(env_steps) * per_step:.3f} ms + the rest {(sum(rollouts) - sum(env_steps)) * per_step:.3f} ms")
 
 
 if __name__ == "__main__":

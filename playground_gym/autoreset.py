@@ -108,7 +108,8 @@ def _cond_2d(pred: jax.Array, on_true: Callable[[Any], Any], on_false: Callable[
     ~0.4 ms of ~4 ms per step, read from benchmarks/step_profile.py). Two-dimensional operands keep their layout.
     """
     shapes = jax.tree.map(lambda x: x.shape, tree)
-    flat = lambda t: jax.tree.map(lambda x: x.reshape(x.shape[0], -1) if x.ndim > 2 else x, t)  # noqa: E731
+    flat = lambda t: jax.tree.map(  # noqa: E731
+        lambda x: x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim > 2 else x, t)  # no -1: size-0 leaves
     unflat = lambda t: jax.tree.map(lambda x, shape: x.reshape(shape), t, shapes)  # noqa: E731
     out = jax.lax.cond(pred, lambda f: flat(on_true(unflat(f))), lambda f: flat(on_false(unflat(f))), flat(tree))
     return unflat(out)

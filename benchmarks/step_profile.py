@@ -1,20 +1,19 @@
 """Where a compiled step's time goes, op by op: raw ``jit(vmap(env.step))`` against the wrapper's step (a profile).
 
-For each contender this records ``--steps`` steps (each waited for) with ``jax.profiler.trace`` and reads the
-Perfetto trace it writes: on the CPU every executed XLA op (a fusion, a copy, a while loop, a conditional, ...) is an
-event, so the ops' self times (an event's time minus the events nested in it) say what each program spends its
-time on. Contenders:
+For each contender this times ``--steps`` steps (each waited for), then records as many with ``jax.profiler.trace``
+and reads the trace it writes: on the CPU every executed XLA op (a fusion, a copy, a while loop, a conditional, ...)
+is an event carrying its ``hlo_op``, so the ops' self times (an op's time minus that of the ops nested in it: a
+loop's or a branch's body) say what each program spends its time on. Contenders:
 
   raw              jax.jit(jax.vmap(env.step)) of the Playground env (no autoreset, no books)
   ours_jax         the vector env's step in jax mode with fresh initial states (``full_reset=True``, the default)
   ours_jax_replay  the same with replayed first states (``full_reset=False``, upstream's reset work)
 
 Random constant actions and the official 1000-step episodes (no env ends inside the recorded steps), as in
-``env_throughput.py``'s throughput table. Printed per contender: ms per step in the runtime's outermost execute call
-and in the ops themselves (the difference is the runtime's work between ops: launching each op, loop and branch
-bookkeeping), how many op events a step runs, and the op kinds (names without their numeric suffix) that take the
-most time: what the wrapper's program adds is read from the profile, not guessed. The profiler's own cost per event
-inflates the runtime's share alike for every contender.
+``env_throughput.py``'s throughput table. Printed per contender: the wall time of a step (untraced, median), the
+ops' CPU time per step (traced; XLA's worker threads add up, and the profiler's own cost per op inflates it alike for
+every contender), how many ops a step executes, and the op kinds (names without their numeric suffix) that take the
+most time: what the wrapper's program adds is read from the profile, not guessed.
 
     python benchmarks/step_profile.py --envs CartpoleBalance CheetahRun --num-envs 1024 \\
         --json docs/benchmarks/throughput/step_profile.json
@@ -29,6 +28,7 @@ import gzip
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -36,43 +36,36 @@ from typing import Any
 
 __all__ = ["main", "op_self_times", "profile_step"]
 
-# runtime events around the ops (their time is the ops' plus dispatch): kept out of the op table
-_EXECUTE = "ThunkExecutor::Execute"
-_RUNTIME = re.compile(r"^(ThunkExecutor|PjitFunction|CommonPjRt|ParseArguments|Handle inputs|\$|TfrtCpu|PjRt)")
 
 
-def op_self_times(trace_events: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int], float]:
-    """({op kind: self time in us}, {op kind: events}, execute time in us) of a Perfetto trace's complete events:
-    an op's self time is its duration less that of the events nested in it on its thread; the execute time is that
-    of the outermost ``ThunkExecutor::Execute`` events (loop bodies and branches run executors of their own inside)."""
+def op_self_times(trace_events: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
+    """({op kind: self time in us}, {op kind: executions}) of a trace's complete events of XLA ops (those carrying
+    an ``hlo_op`` argument: the runtime's own events, e.g. its ``end: ...`` markers, are left out). An op's self time
+    is its duration less that of the ops nested in it on its thread (a loop's or a branch's body); ops on XLA's
+    worker threads add up, so the sum is CPU time, which may exceed the wall time."""
     by_thread: dict[Any, list[dict[str, Any]]] = collections.defaultdict(list)
     for e in trace_events:
-        if e.get("ph") == "X":
+        if e.get("ph") == "X" and "hlo_op" in e.get("args", {}):
             by_thread[(e.get("pid"), e.get("tid"))].append(e)
     self_time: dict[str, float] = collections.defaultdict(float)
     counts: dict[str, int] = collections.defaultdict(int)
-    execute = 0.0
     for events in by_thread.values():
         events.sort(key=lambda e: (e["ts"], -e.get("dur", 0.0)))
-        stack: list[list[Any]] = []  # [end, name, time of nested events, duration]
+        stack: list[list[Any]] = []  # [end, name, time of nested ops, duration]
         for e in events:
             start, dur = e["ts"], e.get("dur", 0.0)
-            while stack and stack[-1][0] <= start:
+            while stack and (stack[-1][0] <= start or start + dur > stack[-1][0] + 1e-3):  # not contained: closed
                 _close(stack.pop(), self_time, counts)
-            if e["name"] == _EXECUTE and not any(frame[1] == _EXECUTE for frame in stack):
-                execute += dur
             if stack:
                 stack[-1][2] += dur
             stack.append([start + dur, e["name"], 0.0, dur])
         while stack:
             _close(stack.pop(), self_time, counts)
-    return dict(self_time), dict(counts), execute
+    return dict(self_time), dict(counts)
 
 
 def _close(frame: list[Any], self_time: dict[str, float], counts: dict[str, int]) -> None:
     _, name, children, dur = frame
-    if _RUNTIME.match(name):
-        return
     kind = re.sub(r"(\.\d+)+$", "", name)
     self_time[kind] += max(dur - children, 0.0)
     counts[kind] += 1
@@ -105,19 +98,24 @@ def profile_step(env_id: str, num_envs: int, steps: int) -> dict[str, dict[str, 
     for name in ("raw", *ours):
         for _ in range(3):  # compile and warm up
             step(name)
+        walls = []
+        for _ in range(steps):  # untraced: the wall time of a step, waited for
+            start = time.perf_counter()
+            step(name)
+            walls.append(time.perf_counter() - start)
         with tempfile.TemporaryDirectory() as folder:
-            with jax.profiler.trace(folder, create_perfetto_trace=True):
+            with jax.profiler.trace(folder):
                 for _ in range(steps):
                     step(name)
             path = sorted(glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True))[-1]
             with gzip.open(path) as f:
                 trace = json.load(f)
         events = trace["traceEvents"] if isinstance(trace, dict) else trace
-        self_time, counts, execute = op_self_times(events)
-        results[name] = {"execute_ms_per_step": execute / 1e3 / steps,
+        self_time, counts = op_self_times(events)
+        results[name] = {"wall_ms_per_step": 1e3 * statistics.median(walls),
                          "ops_ms_per_step": sum(self_time.values()) / 1e3 / steps,
-                         "op_events_per_step": sum(counts.values()) / steps,
-                         "ops": {k: {"ms_per_step": v / 1e3 / steps, "events_per_step": counts[k] / steps}
+                         "op_executions_per_step": sum(counts.values()) / steps,
+                         "ops": {k: {"ms_per_step": v / 1e3 / steps, "executions_per_step": counts[k] / steps}
                                  for k, v in sorted(self_time.items(), key=lambda kv: -kv[1])}}
     for e in ours.values():
         e.close()
@@ -126,20 +124,20 @@ def profile_step(env_id: str, num_envs: int, steps: int) -> dict[str, dict[str, 
 
 def _print(env_id: str, num_envs: int, res: dict[str, dict[str, Any]], top: int) -> None:
     print(f"\n## {env_id} x {num_envs}\n")
-    print("| program | execute ms/step | ops ms/step | op events/step |")
+    print("| program | wall ms/step (untraced, median) | ops ms/step (CPU, traced) | op executions/step |")
     print("|---|---:|---:|---:|")
     for name, r in res.items():
-        print(f"| {name} | {r['execute_ms_per_step']:.3f} | {r['ops_ms_per_step']:.3f} | "
-              f"{r['op_events_per_step']:.0f} |")
+        print(f"| {name} | {r['wall_ms_per_step']:.3f} | {r['ops_ms_per_step']:.3f} | "
+              f"{r['op_executions_per_step']:.0f} |")
     kinds = sorted({k for r in res.values() for k in r["ops"]},
                    key=lambda k: -max(r["ops"].get(k, {"ms_per_step": 0})["ms_per_step"] for r in res.values()))
-    print(f"\n| op kind (top {top}) | " + " | ".join(f"{n} ms/step (events)" for n in res) + " |")
+    print(f"\n| op kind (top {top}) | " + " | ".join(f"{n} ms/step (executions)" for n in res) + " |")
     print("|---|" + "---:|" * len(res))
     for k in kinds[:top]:
         cells = []
         for r in res.values():
             o = r["ops"].get(k)
-            cells.append("-" if o is None else f"{o['ms_per_step']:.3f} ({o['events_per_step']:.0f})")
+            cells.append("-" if o is None else f"{o['ms_per_step']:.3f} ({o['executions_per_step']:.0f})")
         print(f"| {k} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -151,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=15, help="op kinds printed per table")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ["JAX_PLATFORMS"] = "cpu"  # all contenders on the CPU (the profile reads XLA:CPU's op events)
     import jax
 
     from env_throughput import _cpu_model  # this folder's: benchmarks/ is on sys.path when run as a script

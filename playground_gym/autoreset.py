@@ -111,8 +111,17 @@ def _cond_2d(pred: jax.Array, on_true: Callable[[Any], Any], on_false: Callable[
     flat = lambda t: jax.tree.map(  # noqa: E731
         lambda x: x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim > 2 else x, t)  # no -1: size-0 leaves
     unflat = lambda t: jax.tree.map(lambda x, shape: x.reshape(shape), t, shapes)  # noqa: E731
-    out = jax.lax.cond(pred, lambda f: flat(on_true(unflat(f))), lambda f: flat(on_false(unflat(f))), flat(tree))
-    return unflat(out)
+
+    def branch(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def run(f: Any) -> Any:
+            out = fn(unflat(f))
+            got = jax.tree.map(lambda x: x.shape, out)
+            if got != shapes:  # the flat operands would hide a transposed or reshaped leaf
+                raise ValueError(f"_cond_2d: a branch changed the shapes of its tree: expected {shapes}, got {got}")
+            return flat(out)
+        return run
+
+    return unflat(jax.lax.cond(pred, branch(on_true), branch(on_false), flat(tree)))
 
 
 def _where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:

@@ -205,3 +205,20 @@ def test_warp_shared_leaves_are_found_by_name_not_by_length():
         assert shared and shared <= set(DATA_NON_VMAP) and all(".data._impl." in p for p, s in zip(paths, packer.shared) if s)
         assert all(leaf.shape[0] == n for leaf, s in zip(jax.tree.leaves(state), packer.shared) if not s)
         assert all(packer.shape_of(name)[0] == n for name in packer.groups if not name.endswith("@shared"))
+
+
+def test_cond_2d_passes_any_leaf_shape_through_unchanged():
+    """The pool's conditionals see arrays of more than two dimensions as [d0, -1]; leaves of size 0 (a Warp shared
+    contact field with no contacts: leading size 0), scalars and absent fields come back as they went in."""
+    import jax.numpy as jnp
+
+    from playground_gym.autoreset import _cond_2d
+
+    tree = {"contacts": jnp.zeros((4, 0, 3)), "shared": jnp.zeros((0, 3, 3)), "scalar": jnp.float32(2.0),
+            "none": None, "data": jnp.arange(24.0).reshape(4, 2, 3)}
+    for pred in (True, False):
+        out = _cond_2d(jnp.asarray(pred), lambda t: {**t, "data": t["data"] + 1}, lambda t: t, tree)
+        assert jax.tree.map(lambda x: (x.shape, x.dtype), out) == jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+        np.testing.assert_array_equal(out["data"], tree["data"] + (1 if pred else 0))
+    with pytest.raises(ValueError, match="changed the shapes"):
+        _cond_2d(jnp.asarray(True), lambda t: {**t, "data": t["data"].reshape(4, 3, 2)}, lambda t: t, tree)

@@ -107,7 +107,7 @@ def _cond_2d(pred: jax.Array, on_true: Callable[[Any], Any], on_false: Callable[
     every physics-state array on every step, and the step's output copied them back (CartpoleBalance x 1024:
     ~0.4 ms of ~4 ms per step, read from benchmarks/step_profile.py). Two-dimensional operands keep their layout.
     """
-    shapes = jax.tree.map(lambda x: x.shape, tree)
+    shapes = jax.tree.map(lambda x: x.shape, tree)  # a leaf's shape (a tuple) at each array's place
     flat = lambda t: jax.tree.map(  # noqa: E731
         lambda x: x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.ndim > 2 else x, t)  # no -1: size-0 leaves
     unflat = lambda t: jax.tree.map(lambda x, shape: x.reshape(shape), t, shapes)  # noqa: E731
@@ -115,9 +115,10 @@ def _cond_2d(pred: jax.Array, on_true: Callable[[Any], Any], on_false: Callable[
     def branch(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def run(f: Any) -> Any:
             out = fn(unflat(f))
-            got = jax.tree.map(lambda x: x.shape, out)
-            if got != shapes:  # the flat operands would hide a transposed or reshaped leaf
-                raise ValueError(f"_cond_2d: a branch changed the shapes of its tree: expected {shapes}, got {got}")
+            got, want = [x.shape for x in jax.tree.leaves(out)], [x.shape for x in jax.tree.leaves(tree)]
+            if got != want:  # the flat operands would hide a transposed or reshaped leaf
+                raise ValueError(f"_cond_2d: a branch changed the shapes of its tree's arrays: expected {want}, "
+                                 f"got {got}")
             return flat(out)
         return run
 

@@ -14,9 +14,9 @@ Presets (flags per script in PRESET_FLAGS below; --total-timesteps and extra fla
   100-step episodes, 16 eval envs). Proves each env trains end to end; a run is dominated by its JIT compiles
   (strength scores are unavailable: the random-policy baselines are for the official episode length).
 - ``smoke-robots``: the 29 robot tasks (locomotion and manipulation), 1 seed, 64 env steps per run (2 updates of 2
-  envs x 16 steps, 16-step episodes, the official action repeat): the robots step 10-1000x slower than DM Control on
-  a CPU, so a run is mostly its JIT compiles (PandaRobotiqPushCube, 4 control steps per agent step at ~3 s each,
-  takes longer). Randomisation and privileged critics as the trainers' defaults (official).
+  envs x 16 steps, 16-step episodes, the official action repeat): the robots step hundreds to thousands of times
+  slower than DM Control on a CPU, so a run is mostly its JIT compiles (PandaRobotiqPushCube, 4 control steps per
+  agent step at ~3 s each, takes longer). Randomisation and privileged critics as the trainers' defaults (official).
 - ``cpu``: CartpoleBalance, PendulumSwingup, PointMass, ReacherEasy, 2 seeds; ppo_continuous/ppo_tanh at their
   defaults (800k steps, 64 envs x 256 steps, 8 minibatches x 10 epochs; CartpoleBalance reaches ~999 with
   ppo_continuous), ppo_multiunroll with its own ``--preset cpu`` (1.31M steps, 64 envs x 8 unrolls x 32 steps).
@@ -98,10 +98,11 @@ COMMON_FLAGS = ("--torch-threads", "1")  # every run: one torch thread (JAX take
 _CLEANRL_SMOKE = ("--total-timesteps", "4096", "--num-envs", "16", "--num-steps", "64", "--num-minibatches", "4",
                   "--update-epochs", "1", "--eval-interval", "2", "--episode-length", "100",
                   "--checkpoint-interval", "0")
-# Robots step 10-1000x slower than DM Control on a CPU (PandaRobotiqPushCube: ~6 s per control step of 4 envs, its
-# mesh collisions in MJX's JAX backend): 2 envs, 2 updates of 16 agent steps, 16-step episodes (a time-limit end per
-# env and update; the official action repeat stays: AlohaSinglePegInsertion 2, PandaRobotiqPushCube 4 control steps
-# per agent step, so their episodes are 8 and 4 agent steps and their runs 2-4x the physics).
+# Robots step hundreds to thousands of times slower than DM Control on a CPU (PandaRobotiqPushCube: ~6 s per
+# control step of 4 envs, its mesh collisions in MJX's JAX backend): 2 envs, 2 updates of 16 agent steps, 16-step
+# episodes (a time-limit end per env and update; the official action repeat stays: AlohaSinglePegInsertion 2,
+# PandaRobotiqPushCube 4 control steps per agent step, so their episodes are 8 and 4 agent steps and their runs 2-4x
+# the physics).
 _CLEANRL_SMOKE_ROBOTS = ("--total-timesteps", "64", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
                          "--update-epochs", "1", "--eval-interval", "1", "--episode-length", "16",
                          "--checkpoint-interval", "0")

@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 
 def _time_to_first_steps(kind: str, env_id: str, num_envs: int) -> dict[str, float]:
@@ -160,14 +161,22 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
         return steps * num_envs / (time.perf_counter() - start)
 
     kinds = ("raw", "raw_torch", "upstream", "ours", "ours_jax", "ours_replay", "ours_jax_replay")
-    for kind in kinds:  # compile and warm up
-        run(kind), run(kind)
-    sps: dict[str, list[float]] = {kind: [] for kind in kinds}
+    return _interleaved(kinds, run, rounds, warmups=2)
+
+
+def _interleaved(names: list[str] | tuple[str, ...], run: Callable[[str], float], rounds: int,
+                 warmups: int = 1) -> dict[str, list[float]]:
+    """``run(name)`` of every contender ``warmups`` times (compiles), then ``rounds`` rounds in alternating order (so
+    drifting machine load hits every contender alike): {name: one result per round}."""
+    names = list(names)
+    for name in names:
+        for _ in range(warmups):
+            run(name)
+    results: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = kinds if r % 2 == 0 else kinds[::-1]
-        for kind in order:
-            sps[kind].append(run(kind))
-    return sps
+        for name in (names if r % 2 == 0 else names[::-1]):
+            results[name].append(run(name))
+    return results
 
 
 def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
@@ -196,13 +205,7 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
         float(reward.sum())
         return 1e3 * (time.perf_counter() - start) / episode_length
 
-    for e in envs.values():  # compile and warm up
-        run(e)
-    ms: dict[str, list[float]] = {k: [] for k in envs}
-    for r in range(rounds):
-        for k in (list(envs) if r % 2 == 0 else list(envs)[::-1]):
-            ms[k].append(run(envs[k]))
-    return ms
+    return _interleaved(list(envs), lambda k: run(envs[k]), rounds)
 
 
 def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int, episode_length: int | None = None,
@@ -243,14 +246,11 @@ def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int, epis
         ends[name].append(float(ended))
         return 1e3 * elapsed / steps
 
-    for name in envs:  # compile and warm up
+    for name in envs:  # compile and warm up; their ends are not counted
         run(name)
-    ms: dict[str, list[float]] = {k: [] for k in envs}
     for k in ends:
         ends[k].clear()
-    for r in range(rounds):
-        for k in (list(envs) if r % 2 == 0 else list(envs)[::-1]):
-            ms[k].append(run(k))
+    ms = _interleaved(list(envs), run, rounds, warmups=0)
     for e in envs.values():
         e.close()
     return {"ms_per_step": ms, "ends_per_round": ends}

@@ -168,6 +168,7 @@ class Packer:
     """Packs a pytree whose leaves share a leading batch axis into one ``[batch, k]`` array per dtype (leaves
     without it, the shared leaves of a Warp state, into one flat ``[k]`` array per dtype, named ``"<dtype>@shared"``);
     with ``fuse=False`` each leaf becomes an array of its own (``"<dtype>#<leaf>"``), reshaped to ``[batch, k]``.
+    Leaves with no elements are not packed; :meth:`unpack` gives them back as zeros of their shape.
 
     An MJX state has about a hundred leaves, and a jitted call pays Python-side costs per argument
     and per result leaf (flattening, one ``jax.Array`` object each). Carrying a handful of packed
@@ -193,9 +194,15 @@ class Packer:
             if batch is None else batch
         self.shapes = [tuple(leaf.shape if shared else leaf.shape[1:]) for leaf, shared in zip(leaves, self.shared)]
         self.dtypes = [jnp.dtype(leaf.dtype) for leaf in leaves]
+        # Leaves of no elements (an MJX state has many: contact and constraint fields of a model without them) are
+        # not carried: unpacking makes them anew, so a step neither receives nor returns them (each returned one
+        # would be an output buffer of its own, made by a copy op, every step).
+        self.empty = [math.prod(shape) == 0 for shape in self.shapes]
         # per dtype (and shared or not): the leaf indices in it, and each leaf's column span
         self.groups: dict[str, list[tuple[int, int, int]]] = {}
         for i, (shape, dtype) in enumerate(zip(self.shapes, self.dtypes)):
+            if self.empty[i]:
+                continue
             name = dtype.name if fuse else f"{dtype.name}#{i}"
             group = self.groups.setdefault(name + ("@shared" if self.shared[i] else ""), [])
             start = group[-1][2] if group else 0
@@ -218,7 +225,8 @@ class Packer:
                 for name, group in self.groups.items()}
 
     def unpack(self, packed: dict[str, jax.Array]) -> Any:
-        leaves: list[Any] = [None] * len(self.shapes)
+        leaves: list[Any] = [jnp.zeros(shape if shared else (self.batch,) + shape, dtype) if empty else None
+                             for shape, dtype, shared, empty in zip(self.shapes, self.dtypes, self.shared, self.empty)]
         for name, group in self.groups.items():
             for i, start, stop in group:
                 if self.shared[i]:

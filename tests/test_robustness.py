@@ -222,3 +222,22 @@ def test_cond_2d_passes_any_leaf_shape_through_unchanged():
         np.testing.assert_array_equal(out["data"], tree["data"] + (1 if pred else 0))
     with pytest.raises(ValueError, match="changed the shapes"):
         _cond_2d(jnp.asarray(True), lambda t: {**t, "data": t["data"].reshape(4, 3, 2)}, lambda t: t, tree)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_leaves_of_no_elements_are_not_carried_but_come_back_as_zeros(fuse):
+    """An MJX state has many size-0 leaves (CartpoleBalance: 30 of 95); the packed carry leaves them out, so a step
+    neither takes nor returns them, and unpacking gives each back with its shape and dtype."""
+    import jax.numpy as jnp
+
+    from playground_gym.autoreset import Packer
+
+    tree = {"contacts": jnp.zeros((4, 0, 3)), "flags": jnp.zeros((4, 0), bool), "ids": jnp.zeros((4, 5, 0), jnp.int32),
+            "qpos": jnp.arange(8.0).reshape(4, 2), "steps": jnp.arange(4, dtype=jnp.int32)}
+    packer = Packer(tree, 4, fuse=fuse)
+    packed = packer.pack(tree)
+    assert all(v.size > 0 for v in packed.values()) and len(packed) == 2  # float32 and int32 of qpos and steps
+    back = packer.unpack(packed)
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), back) == jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+    np.testing.assert_array_equal(back["qpos"], tree["qpos"])
+    np.testing.assert_array_equal(back["steps"], tree["steps"])

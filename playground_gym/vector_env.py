@@ -602,6 +602,8 @@ class PlaygroundVectorEnv(VectorEnv):
                 return None
             if not isinstance(arrays, Mapping):
                 raise ValueError(f"state: {name} expected a dict of arrays; got {type(arrays).__name__}")
+            # 0.2.0 carried leaves of no elements too; they hold no values, so a state saved by it still fits
+            arrays = {k: v for k, v in arrays.items() if k in layout or np.size(v) != 0}
             got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
             if got != layout:
                 kind = lambda names: "leaf by leaf" if any("#" in n for n in names) else "fused per dtype"  # noqa: E731

@@ -1,18 +1,22 @@
 """Is a gap between jax mode and raw ``jit(vmap(step))`` in the compiled program, in buffer donation, or in Python?
 
 Times, in one process with the contenders interleaved round by round (medians of per-round ms per step, and each
-round's ratio to raw), with random constant actions and the official 1000-step episodes (no env ends inside the
-rounds, as in ``env_throughput.py``'s table):
+round's ratio to raw), on the CPU, with random constant actions, every contender from the same initial states, and
+episodes longer than the run (no env ends inside it: checked), so what is timed is the step and its books:
 
   raw                 jax.jit(jax.vmap(env.step))
   raw_donated         the same with its state donated (updated in place, as the wrapper's carry is)
   program             the vector env's own compiled step (replayed first states), called directly on its carry
-  program_undonated   the same step function, jitted without donation
+  program_undonated   the same step function (as traced or taken from the trace cache), jitted with the same
+                      shardings but without donation
   program_fresh       the compiled step of fresh initial states (the default), called directly
+  program_torch       torch mode's compiled step (replay; its outputs packed into one byte buffer), called directly,
+                      nothing waited for between steps: torch mode's program without its wait per step
   vec_step            ``PlaygroundVectorEnv.step`` in jax mode (replay): the program plus the Python of ``step()``
 
-``program / raw`` is what the bookkeeping costs inside XLA; ``vec_step / program`` what the Python wrapper costs;
-``raw_donated / raw`` and ``program / program_undonated`` what donation is worth.
+Printed: each contender's speed relative to raw (median of the per-round ratios; below 1: slower than raw).
+``program`` against raw is what the bookkeeping costs inside XLA; ``vec_step`` against ``program`` what the Python
+of ``step()`` costs; ``raw_donated`` against raw and ``program`` against ``program_undonated`` what donation is worth.
 
     python benchmarks/step_ab.py --envs CartpoleBalance CheetahRun --num-envs 64 1024 --rounds 9 \\
         --json docs/benchmarks/throughput/step_ab.json
@@ -33,7 +37,8 @@ from env_throughput import _cpu_model, _interleaved  # noqa: E402
 
 __all__ = ["main", "step_ab"]
 
-CONTENDERS = ("raw", "raw_donated", "program", "program_undonated", "program_fresh", "vec_step")
+EPISODE_LENGTH = 100_000  # agent steps: longer than any run, so no env ends inside it
+CONTENDERS = ("raw", "raw_donated", "program", "program_undonated", "program_fresh", "program_torch", "vec_step")
 
 
 def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[dict[str, list[float]], int]:
@@ -42,21 +47,26 @@ def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[di
     from mujoco_playground import registry
 
     import playground_gym
-    from playground_gym import autoreset
 
     raw_env = registry.load(env_id, config_overrides={"impl": "jax"})
-    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
-    actions = jax.random.uniform(jax.random.PRNGKey(1), (num_envs, raw_env.action_size), minval=-1.0, maxval=1.0)
-    vecs = {full: playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=1000, array_type="jax",
-                                          full_reset=full, quiet=True) for full in (False, True)}
+    vecs = {kind: playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=EPISODE_LENGTH,
+                                          action_repeat=1, array_type="torch" if kind == "torch" else "jax",
+                                          full_reset=kind == "fresh", quiet=True) for kind in ("replay", "fresh", "torch")}
     for v in vecs.values():
         v.reset(seed=0)
-    undonated = jax.jit(autoreset.make_vector_functions(raw_env, vecs[False]._shared._spec).step)
+    device = vecs["replay"].jax_device
+    on_device = jax.sharding.SingleDeviceSharding(device)
+    actions = jax.device_put(jax.random.uniform(jax.random.PRNGKey(1), (num_envs, raw_env.action_size), minval=-1.0,
+                                                maxval=1.0), device)
+    undonated = jax.jit(vecs["replay"]._shared.step_function, in_shardings=on_device, out_shardings=on_device)
     raw_jits = {name: jax.jit(jax.vmap(raw_env.step), donate_argnums=0 if name == "raw_donated" else ())
                 for name in ("raw", "raw_donated")}
-    state: dict[str, Any] = {name: jax.jit(jax.vmap(raw_env.reset))(keys) for name in raw_jits}
-    carry, first = vecs[False]._carry, vecs[False]._first
-    state["program_undonated"] = jax.tree.map(lambda x: x.copy(), carry)
+    copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
+    start_state = vecs["replay"].env_state()  # the wrapper's initial states: raw steps the same ones
+    state: dict[str, Any] = {name: copy(start_state) for name in raw_jits}
+    carry, first = vecs["replay"]._carry, vecs["replay"]._first
+    state["program_undonated"] = copy(carry)
+    steps_run = {name: 0 for name in CONTENDERS}
 
     steps = 3
 
@@ -69,22 +79,26 @@ def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[di
             state[name] = s
         elif name == "vec_step":
             for _ in range(steps):
-                s = vecs[False].step(actions)[1]
+                s = vecs["replay"].step(actions)[1]
         elif name == "program_undonated":
             s = state[name]
             for _ in range(steps):
                 s, _ = undonated(s, first, actions)
             state[name] = s
         else:  # the vector env's compiled step, called on its carry as step() calls it
-            v = vecs[name == "program_fresh"]
+            v = vecs[{"program": "replay", "program_fresh": "fresh", "program_torch": "torch"}[name]]
             for _ in range(steps):
                 v._carry, s = v._step_jit(v._carry, v._first, actions)
         jax.block_until_ready(s)
+        steps_run[name] += steps
         return 1e3 * (time.perf_counter() - start) / steps
 
     for name in CONTENDERS:  # compile and warm up
         run(name)
     steps = max(3, round(seconds * 1e3 / min(run("raw") for _ in range(3))))
+    if steps_run["program"] + steps_run["vec_step"] + 2 * steps * rounds >= EPISODE_LENGTH:  # both step one env
+        raise SystemExit(f"step_ab: {steps} steps x {rounds} rounds would end episodes ({EPISODE_LENGTH} steps): "
+                         f"fewer --rounds or --seconds")
     res = _interleaved(CONTENDERS, run, rounds, warmups=0)
     for v in vecs.values():
         v.close()
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(),
             "command": "python benchmarks/step_ab.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores): {meta['command']}\n")
-    print("| env | envs | raw ms/step | " + " | ".join(f"{c} / raw" for c in CONTENDERS[1:]) + " | vec_step / program |")
+    print("| env | envs | raw ms/step | " + " | ".join(f"{c} vs raw" for c in CONTENDERS[1:]) + " | vec_step vs program |")
     print("|---|---:|---:|" + "---:|" * len(CONTENDERS))
     results: dict[str, Any] = {"meta": meta}
     for env_id in args.envs:

@@ -99,6 +99,7 @@ class _Compiled:
         self._mjx_env, self._vector_fns, self._randomizer = mjx_env, vector_fns, randomizer
         self._jitted: dict[str, Any] = {}  # VectorFunctions field -> jax.jit of it, compiled on first use
         reset_fn, step_fn = fns["reset"], fns["step"]
+        self.step_function = step_fn  # the step as traced or exported, before jit (benchmarks jit it other ways)
         self.trace_counts = {"reset": 0, "step": 0}
 
         def counted(name: str, fn: Any) -> Any:
@@ -602,7 +603,7 @@ class PlaygroundVectorEnv(VectorEnv):
                 return None
             if not isinstance(arrays, Mapping):
                 raise ValueError(f"state: {name} expected a dict of arrays; got {type(arrays).__name__}")
-            # 0.2.0 carried leaves of no elements too; they hold no values, so a state saved by it still fits
+            # a format-3 state saved before the carry left out leaves of no elements holds them; no values: it fits
             arrays = {k: v for k, v in arrays.items() if k in layout or np.size(v) != 0}
             got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
             if got != layout:

@@ -285,7 +285,7 @@ def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypat
     saved = envs.state_dict()
     expected = [envs.step(np.asarray(a))[1] for a in actions[9:]]
     twin = make(5)
-    # as 0.2.0 saved it: its carry held the leaves of no elements too
+    # as saved before the carry left out the leaves of no elements (one such array added)
     twin.load_state_dict({**saved, "carry": {**saved["carry"], "float32#3": np.zeros((NUM_ENVS, 0), np.float32)}})
     assert all(np.array_equal(w, twin.step(np.asarray(a))[1]) for w, a in zip(expected, actions[9:]))
     monkeypatch.setattr(autoreset, "FUSE_LIMIT", 2**17)  # a fused env (the limit keys the sharing: not the twin's)

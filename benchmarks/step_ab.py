@@ -18,7 +18,7 @@ Printed: each contender's speed relative to raw (median of the per-round ratios;
 ``program`` against raw is what the bookkeeping costs inside XLA; ``vec_step`` against ``program`` what the Python
 of ``step()`` costs; ``raw_donated`` against raw and ``program`` against ``program_undonated`` what donation is worth.
 
-    python benchmarks/step_ab.py --envs CartpoleBalance CheetahRun --num-envs 64 1024 --rounds 9 \\
+    python benchmarks/step_ab.py --envs CartpoleBalance CheetahRun --num-envs 64 1024 --rounds 9 --seconds 1.0 \\
         --json docs/benchmarks/throughput/step_ab.json
 """
 

@@ -7,16 +7,21 @@ episodes longer than the run (no env ends inside it: checked), so what is timed 
   raw                 jax.jit(jax.vmap(env.step))
   raw_donated         the same with its state donated (updated in place, as the wrapper's carry is)
   program             the vector env's own compiled step (replayed first states), called directly on its carry
-  program_undonated   the same step function (as traced or taken from the trace cache), jitted with the same
-                      shardings but without donation
+                      (its carry donated only where it travels leaf by leaf: ``_Compiled.donate_carry``)
+  program_donated     the same step function (as traced or taken from the trace cache), jitted with the same
+                      shardings, its carry donated
+  program_undonated   the same, not donated
   program_fresh       the compiled step of fresh initial states (the default), called directly
   program_torch       torch mode's compiled step (replay; its outputs packed into one byte buffer), called directly,
                       nothing waited for between steps: torch mode's program without its wait per step
   vec_step            ``PlaygroundVectorEnv.step`` in jax mode (replay): the program plus the Python of ``step()``
 
-Printed: each contender's speed relative to raw (median of the per-round ratios; below 1: slower than raw).
+Printed: each contender's speed relative to raw (median of the per-round ratios; below 1: slower than raw), and the
+number of copy ops in the entry computation of the compiled step (optimised HLO) donated and not: XLA copies a
+donated array before it writes the result over it wherever the program still reads the input afterwards.
 ``program`` against raw is what the bookkeeping costs inside XLA; ``vec_step`` against ``program`` what the Python
-of ``step()`` costs; ``raw_donated`` against raw and ``program`` against ``program_undonated`` what donation is worth.
+of ``step()`` costs; ``raw_donated`` against raw and ``program_donated`` against ``program_undonated`` what donation
+is worth.
 
     python benchmarks/step_ab.py --envs CartpoleBalance CheetahRun --num-envs 64 1024 --rounds 9 --seconds 1.0 \\
         --json docs/benchmarks/throughput/step_ab.json
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -38,11 +44,21 @@ from env_throughput import _cpu_model, _interleaved  # noqa: E402
 __all__ = ["main", "step_ab"]
 
 EPISODE_LENGTH = 100_000  # agent steps: longer than any run, so no env ends inside it
-CONTENDERS = ("raw", "raw_donated", "program", "program_undonated", "program_fresh", "program_torch", "vec_step")
+CONTENDERS = ("raw", "raw_donated", "program", "program_donated", "program_undonated", "program_fresh", "program_torch",
+              "vec_step")
 
 
-def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[dict[str, list[float]], int]:
-    """({contender: ms per step, one per round}, steps per round: about ``seconds`` of raw's)."""
+def entry_copies(jitted: Any, *args: Any) -> int:
+    """Copy ops in the entry computation of ``jitted``'s optimised HLO for ``args``."""
+    text = jitted.lower(*args).compile().as_text()
+    entry = text[text.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}")]
+    return len(re.findall(r"= \S+ copy\(", entry))
+
+
+def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[dict[str, list[float]], int, dict]:
+    """({contender: ms per step, one per round}, steps per round: about ``seconds`` of raw's, {"donates_carry":
+    whether the env donates its carry, "entry_copies": {program_donated / program_undonated: copy ops}})."""
     import jax
     from mujoco_playground import registry
 
@@ -58,14 +74,18 @@ def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[di
     on_device = jax.sharding.SingleDeviceSharding(device)
     actions = jax.device_put(jax.random.uniform(jax.random.PRNGKey(1), (num_envs, raw_env.action_size), minval=-1.0,
                                                 maxval=1.0), device)
-    undonated = jax.jit(vecs["replay"]._shared.step_function, in_shardings=on_device, out_shardings=on_device)
+    rejit = {name: jax.jit(vecs["replay"]._shared.step_function, in_shardings=on_device, out_shardings=on_device,
+                           donate_argnums=0 if name == "program_donated" else ())
+             for name in ("program_donated", "program_undonated")}
     raw_jits = {name: jax.jit(jax.vmap(raw_env.step), donate_argnums=0 if name == "raw_donated" else ())
                 for name in ("raw", "raw_donated")}
     copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
     start_state = vecs["replay"].env_state()  # the wrapper's initial states: raw steps the same ones
     state: dict[str, Any] = {name: copy(start_state) for name in raw_jits}
     carry, first = vecs["replay"]._carry, vecs["replay"]._first
-    state["program_undonated"] = copy(carry)
+    state.update({name: copy(carry) for name in rejit})
+    info = {"donates_carry": vecs["replay"]._shared.donate_carry,
+            "entry_copies": {name: entry_copies(fn, carry, first, actions) for name, fn in rejit.items()}}
     steps_run = {name: 0 for name in CONTENDERS}
 
     steps = 3
@@ -80,10 +100,10 @@ def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[di
         elif name == "vec_step":
             for _ in range(steps):
                 s = vecs["replay"].step(actions)[1]
-        elif name == "program_undonated":
+        elif name in rejit:
             s = state[name]
             for _ in range(steps):
-                s, _ = undonated(s, first, actions)
+                s, _ = rejit[name](s, first, actions)
             state[name] = s
         else:  # the vector env's compiled step, called on its carry as step() calls it
             v = vecs[{"program": "replay", "program_fresh": "fresh", "program_torch": "torch"}[name]]
@@ -102,7 +122,7 @@ def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[di
     res = _interleaved(CONTENDERS, run, rounds, warmups=0)
     for v in vecs.values():
         v.close()
-    return res, steps
+    return res, steps, info
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,17 +136,20 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(),
             "command": "python benchmarks/step_ab.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores): {meta['command']}\n")
-    print("| env | envs | raw ms/step | " + " | ".join(f"{c} vs raw" for c in CONTENDERS[1:]) + " | vec_step vs program |")
-    print("|---|---:|---:|" + "---:|" * len(CONTENDERS))
+    print("| env | envs | program donates | copy ops donated / not | raw ms/step | " + " | ".join(f"{c} vs raw" for c in CONTENDERS[1:])
+          + " | vec_step vs program |")
+    print("|---|---:|---|---:|---:|" + "---:|" * len(CONTENDERS))
     results: dict[str, Any] = {"meta": meta}
     for env_id in args.envs:
         for n in args.num_envs:
-            ms, steps = step_ab(env_id, n, args.seconds, args.rounds)
+            ms, steps, info = step_ab(env_id, n, args.seconds, args.rounds)
             ratio = lambda a, b: statistics.median(x / y for x, y in zip(ms[b], ms[a]))  # noqa: E731  speed a/b
-            results[f"{env_id} x {n}"] = {"steps_per_round": steps, "ms_per_step": ms,
+            results[f"{env_id} x {n}"] = {"steps_per_round": steps, **info, "ms_per_step": ms,
                                           "speed_vs_raw": {c: ratio(c, "raw") for c in CONTENDERS[1:]},
                                           "vec_step_vs_program": ratio("vec_step", "program")}
-            print(f"| {env_id} | {n} | {statistics.median(ms['raw']):.3f} | "
+            copies = info["entry_copies"]
+            print(f"| {env_id} | {n} | {'yes' if info['donates_carry'] else 'no'} | "
+                  f"{copies['program_donated']} / {copies['program_undonated']} | {statistics.median(ms['raw']):.3f} | "
                   + " | ".join(f"{ratio(c, 'raw'):.2f}x" for c in CONTENDERS[1:])
                   + f" | {ratio('vec_step', 'program'):.2f}x |", flush=True)
     if args.json:

@@ -91,7 +91,7 @@ class _Compiled:
     """
 
     def __init__(self, fns: Mapping[str, Callable[..., Any]], layout: Callable[[int], Any], meta: Mapping[str, Any],
-                 jax_device: Any, load: Callable[[], Any], spec: EpisodeSpec, source: str,
+                 jax_device: Any, load: Callable[[], Any], spec: EpisodeSpec, source: str, num_envs: int,
                  mjx_env: Any = None, vector_fns: VectorFunctions | None = None,
                  randomizer: Callable[[], Any] | None = None) -> None:
         self.action_size, self.obs_shapes = int(meta["action_size"]), meta["obs_shapes"]
@@ -101,6 +101,12 @@ class _Compiled:
         reset_fn, step_fn = fns["reset"], fns["step"]
         self.step_function = step_fn  # the step as traced or exported, before jit (benchmarks jit it other ways)
         self.trace_counts = {"reset": 0, "step": 0}
+        # Donating the carry lets XLA update it in place, which pays when it travels leaf by leaf. A carry fused
+        # into one array per dtype (autoreset.FUSE_LIMIT) is read by slices while the next one is written whole,
+        # so XLA copies every donated array first: a copy per dtype per step that not donating avoids (read from
+        # the compiled HLO; benchmarks/step_ab.py measures both).
+        self.donate_carry = any("#" in name for name in layout(num_envs)[0])
+        donate = 0 if self.donate_carry else ()
 
         def counted(name: str, fn: Any) -> Any:
             def traced(*args: Any) -> Any:
@@ -113,7 +119,7 @@ class _Compiled:
         # Everything lives on one device: pinning the shardings lets host actions (numpy views of CPU
         # tensors, passed without a device_put) and committed or uncommitted JAX arrays share one executable.
         on_device = jax.sharding.SingleDeviceSharding(jax_device)
-        self.step = jax.jit(counted("step", step_fn), donate_argnums=0, in_shardings=on_device,
+        self.step = jax.jit(counted("step", step_fn), donate_argnums=donate, in_shardings=on_device,
                             out_shardings=on_device)
         # torch and numpy callers get the step's outputs as one byte buffer (one result, one export; see
         # BytePacker): the layout is fixed when the step is traced, which happens before its first result.
@@ -124,7 +130,7 @@ class _Compiled:
             self.out_packer = BytePacker(out)
             return carry, self.out_packer.pack(out)
 
-        self.step_packed = jax.jit(counted("step", step_packed), donate_argnums=0, in_shardings=on_device,
+        self.step_packed = jax.jit(counted("step", step_packed), donate_argnums=donate, in_shardings=on_device,
                                    out_shardings=on_device)
         self.elapsed = jax.jit(fns["elapsed"])
         self.set_elapsed = jax.jit(fns["set_elapsed"], donate_argnums=0)
@@ -185,7 +191,7 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
     programs = trace_cache.load_programs(key) if key is not None else None
     if programs is not None:
         return _Compiled(programs.calls(), lambda n: programs.layout(), programs.meta, jax_device, load, spec,
-                         "trace cache", randomizer=randomizer)
+                         "trace cache", num_envs, randomizer=randomizer)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         mjx_env = load()
         obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
@@ -195,13 +201,13 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
     meta = {"action_size": int(mjx_env.action_size), "obs_shapes": _obs_shapes(obs_struct)}
     if key is None or provenance.cache_dir() is None:
         return _Compiled(fns._asdict(), fns.layout, meta, jax_device, load, spec, "traced (trace cache off)",
-                         mjx_env, fns)
+                         num_envs, mjx_env, fns)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         programs = trace_cache.export_programs(fns, num_envs, meta["action_size"], meta["obs_shapes"],
                                                jax_device.platform)
     trace_cache.save_programs(rekey() if rekey is not None else key, programs)
     # this process runs the exported programs too, so the compilation cache then holds what a later process needs
-    return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", mjx_env, fns)
+    return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", num_envs, mjx_env, fns)
 
 
 # Compiled functions in use by a live vector env are always found (weak references: they go when the last env

@@ -280,8 +280,11 @@ def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypat
     assert envs._shared.layout(NUM_ENVS)[0].keys() == set(envs._carry)
     assert any("#" in name for name in envs._carry)  # leaf by leaf
     assert all(np.size(v) > 0 for v in envs._carry.values())  # size-0 leaves (30 of the state's 95) are not carried
+    before = envs._carry
     for a in actions[:9]:
         envs.step(np.asarray(a))
+    # updated in place (XLA reuses most donated buffers; a few it has no same-shaped result for stay alive)
+    assert envs._shared.donate_carry and sum(x.is_deleted() for x in before.values()) > len(before) // 2
     saved = envs.state_dict()
     expected = [envs.step(np.asarray(a))[1] for a in actions[9:]]
     twin = make(5)
@@ -291,5 +294,10 @@ def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypat
     monkeypatch.setattr(autoreset, "FUSE_LIMIT", 2**17)  # a fused env (the limit keys the sharing: not the twin's)
     fused_env = make(6)
     assert not any("#" in name for name in fused_env._shared.layout(NUM_ENVS)[0])
+    fused_env.reset(seed=2)
+    before = fused_env._carry
+    fused_env.step(np.asarray(actions[0]))
+    # a fused carry is not donated (XLA would copy each donated array whole before writing it: slower)
+    assert not fused_env._shared.donate_carry and not any(x.is_deleted() for x in before.values())
     with pytest.raises(ValueError, match="carried leaf by leaf and this env's fused per dtype"):
         fused_env.load_state_dict(saved)

@@ -181,7 +181,10 @@ def _interleaved(names: list[str] | tuple[str, ...], run: Callable[[str], float]
 
 def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
                device: str = "cpu") -> dict[str, list[float]]:
-    """ms per step of replayed vs fresh resets, ends synchronised vs spread; rounds of one episode each."""
+    """ms per step of replayed vs fresh resets, ends synchronised vs spread; rounds of one episode each. Also the
+    env's own batched reset of ``num_envs`` states (``jit(vmap(reset))``, what one refill of the fresh-state pool
+    runs) divided by ``episode_length``: what fresh states must cost per step when every env ends once an episode."""
+    import jax
     import numpy as np
     import torch
 
@@ -198,14 +201,24 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
             envs[f"{mode}, ends {ends}"] = e
             actions = torch.zeros(e.action_space.shape, device=e.device)
 
-    def run(e: object) -> float:
+    some = envs["fresh, ends together"]
+    env_reset = jax.jit(jax.vmap(some._shared.mjx_env.reset))
+    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(1), num_envs), some.jax_device)
+
+    def run(name: str) -> float:
         start = time.perf_counter()
-        for _ in range(episode_length):
-            reward = e.step(actions)[1]
-        float(reward.sum())
+        if name == ENV_RESET:
+            jax.block_until_ready(env_reset(keys))
+        else:
+            for _ in range(episode_length):
+                reward = envs[name].step(actions)[1]
+            float(reward.sum())
         return 1e3 * (time.perf_counter() - start) / episode_length
 
-    return _interleaved(list(envs), lambda k: run(envs[k]), rounds)
+    return _interleaved([*envs, ENV_RESET], run, rounds)
+
+
+ENV_RESET = "env reset / episode length"  # reset_cost's contender: the env's own reset of all envs, amortised
 
 
 def randomization_cost(env_id: str, num_envs: int, steps: int, rounds: int, episode_length: int | None = None,
@@ -280,17 +293,24 @@ def main() -> None:
     if args.reset_cost:
         rows = {}
         args.num_envs = args.num_envs[0]
+        print("| env | envs | ends | replay ms/step | fresh ms/step | fresh / replay | fresh - replay (ms/step) | "
+              "env's own reset / episode length (ms/step) |\n|---|---:|---|---:|---:|---:|---:|---:|")
         for env_id in args.envs:
             ms = reset_cost(env_id, args.num_envs, args.episode_length or 100, args.rounds, args.device)
             rows[env_id] = ms
             med = {k: statistics.median(v) for k, v in ms.items()}
             for ends in ("together", "spread"):
-                ratio = statistics.median(f / r for f, r in zip(ms[f"fresh, ends {ends}"], ms[f"replay, ends {ends}"]))
+                fresh, replay = ms[f"fresh, ends {ends}"], ms[f"replay, ends {ends}"]
+                ratio = statistics.median(f / r for f, r in zip(fresh, replay))
+                extra = statistics.median(f - r for f, r in zip(fresh, replay))
                 print(f"| {env_id} | {args.num_envs} | {ends} | {med[f'replay, ends {ends}']:.2f} | "
-                      f"{med[f'fresh, ends {ends}']:.2f} | {ratio:.2f} |", flush=True)
+                      f"{med[f'fresh, ends {ends}']:.2f} | {ratio:.2f} | {extra:.2f} | {med[ENV_RESET]:.2f} |",
+                      flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"episode_length": args.episode_length or 100, "rounds": args.rounds, "ms_per_step": rows}, f)
+                json.dump({"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                           "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
+                           "episode_length": args.episode_length or 100, "rounds": args.rounds, "ms_per_step": rows}, f)
         return
 
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,

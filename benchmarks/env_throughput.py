@@ -183,7 +183,8 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
                device: str = "cpu") -> dict[str, list[float]]:
     """ms per step of replayed vs fresh resets, ends synchronised vs spread; rounds of one episode each. Also the
     env's own batched reset of ``num_envs`` states (``jit(vmap(reset))``, what one refill of the fresh-state pool
-    runs) divided by ``episode_length``: what fresh states must cost per step when every env ends once an episode."""
+    runs) divided by ``episode_length``: the least fresh states can cost per step when every env ends once an
+    episode (fresh - replay also holds the pool's own per-step cost)."""
     import jax
     import numpy as np
     import torch
@@ -203,9 +204,13 @@ def reset_cost(env_id: str, num_envs: int, episode_length: int, rounds: int,
 
     some = envs["fresh, ends together"]
     env_reset = jax.jit(jax.vmap(some._shared.mjx_env.reset))
-    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(1), num_envs), some.jax_device)
+    resets = 0
 
     def run(name: str) -> float:
+        nonlocal resets
+        if name == ENV_RESET:  # new keys each time, as each refill of the pool draws (a solver's cost varies)
+            resets += 1
+            keys = jax.device_put(jax.random.split(jax.random.PRNGKey(resets), num_envs), some.jax_device)
         start = time.perf_counter()
         if name == ENV_RESET:
             jax.block_until_ready(env_reset(keys))
@@ -308,12 +313,14 @@ def main() -> None:
                       flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                json.dump({"date": time.strftime("%Y-%m-%d"), "commit": _git_commit(), "cpu": _cpu_model(),
+                           "cores": os.cpu_count(),
                            "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
                            "episode_length": args.episode_length or 100, "rounds": args.rounds, "ms_per_step": rows}, f)
         return
 
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "device": args.device,
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": _git_commit(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+            "device": args.device,
             "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:])}
     if args.randomization_cost:
         from playground_gym import randomized_envs
@@ -353,6 +360,18 @@ def main() -> None:
         with open(args.json, "w") as f:  # one size: {env: results} (benchmarks/gpu reads it so); several: by size
             json.dump(by_size[args.num_envs[0]] if len(by_size) == 1
                       else {"meta": meta, **{str(n): r for n, r in by_size.items()}}, f, indent=1)
+
+
+def _git_commit() -> str:
+    """The checkout's commit (``+`` if its tracked files differ from it), or "unknown" outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
 
 
 def _cpu_model() -> str:

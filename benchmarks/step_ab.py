@@ -17,13 +17,14 @@ episodes longer than the run (no env ends inside it: checked), so what is timed 
   vec_step            ``PlaygroundVectorEnv.step`` in jax mode (replay): the program plus the Python of ``step()``
 
 Printed: each contender's speed relative to raw (median of the per-round ratios; below 1: slower than raw), and the
-number of copy ops in the entry computation of the compiled step (optimised HLO) donated and not: XLA copies a
-donated array before it writes the result over it wherever the program still reads the input afterwards.
+copy ops of the compiled step (optimised HLO) donated and not: in the entry computation (with their bytes) and in
+all computations. XLA copies a donated array before it writes the result over it wherever the program still reads
+the input afterwards.
 ``program`` against raw is what the bookkeeping costs inside XLA; ``vec_step`` against ``program`` what the Python
 of ``step()`` costs; ``raw_donated`` against raw and ``program_donated`` against ``program_undonated`` what donation
 is worth.
 
-    python benchmarks/step_ab.py --envs CartpoleBalance CheetahRun --num-envs 64 1024 --rounds 9 --seconds 1.0 \\
+    python benchmarks/step_ab.py --envs CartpoleBalance CheetahRun --num-envs 4 64 1024 --rounds 9 --seconds 0.5 \\
         --json docs/benchmarks/throughput/step_ab.json
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -39,26 +41,34 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from env_throughput import _cpu_model, _interleaved  # noqa: E402
+from env_throughput import _cpu_model, _git_commit, _interleaved  # noqa: E402
 
-__all__ = ["main", "step_ab"]
+__all__ = ["copy_ops", "main", "step_ab"]
 
 EPISODE_LENGTH = 100_000  # agent steps: longer than any run, so no env ends inside it
 CONTENDERS = ("raw", "raw_donated", "program", "program_donated", "program_undonated", "program_fresh", "program_torch",
               "vec_step")
 
 
-def entry_copies(jitted: Any, *args: Any) -> int:
-    """Copy ops in the entry computation of ``jitted``'s optimised HLO for ``args``."""
+_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+               "s64": 8, "u64": 8, "f64": 8}
+
+
+def copy_ops(jitted: Any, *args: Any) -> dict[str, int]:
+    """Copy ops in ``jitted``'s optimised HLO for ``args``: in its entry computation (run once per call), their bytes,
+    and in all computations (branches, loop bodies: some run many times or not at all per call)."""
     text = jitted.lower(*args).compile().as_text()
     entry = text[text.index("\nENTRY"):]
     entry = entry[:entry.index("\n}")]
-    return len(re.findall(r"= \S+ copy\(", entry))
+    pattern = r"= (\w+)\[([\d,]*)\]\S* copy\("
+    nbytes = sum(_ITEM_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+                 for dtype, dims in re.findall(pattern, entry))
+    return {"entry": len(re.findall(pattern, entry)), "entry_bytes": nbytes, "all": len(re.findall(pattern, text))}
 
 
 def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[dict[str, list[float]], int, dict]:
     """({contender: ms per step, one per round}, steps per round: about ``seconds`` of raw's, {"donates_carry":
-    whether the env donates its carry, "entry_copies": {program_donated / program_undonated: copy ops}})."""
+    whether the env donates its carry, "copy_ops": {program_donated / program_undonated: :func:`copy_ops`}})."""
     import jax
     from mujoco_playground import registry
 
@@ -85,7 +95,7 @@ def step_ab(env_id: str, num_envs: int, seconds: float, rounds: int) -> tuple[di
     carry, first = vecs["replay"]._carry, vecs["replay"]._first
     state.update({name: copy(carry) for name in rejit})
     info = {"donates_carry": vecs["replay"]._shared.donate_carry,
-            "entry_copies": {name: entry_copies(fn, carry, first, actions) for name, fn in rejit.items()}}
+            "copy_ops": {name: copy_ops(fn, carry, first, actions) for name, fn in rejit.items()}}
     steps_run = {name: 0 for name in CONTENDERS}
 
     steps = 3
@@ -133,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=0.3, help="about this long per contender and round")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(),
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": _git_commit(), "cpu": _cpu_model(), "cores": os.cpu_count(),
             "command": "python benchmarks/step_ab.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores): {meta['command']}\n")
-    print("| env | envs | program donates | copy ops donated / not | raw ms/step | " + " | ".join(f"{c} vs raw" for c in CONTENDERS[1:])
+    print("| env | envs | program donates | copy ops donated / not: entry (bytes), all | raw ms/step | " + " | ".join(f"{c} vs raw" for c in CONTENDERS[1:])
           + " | vec_step vs program |")
     print("|---|---:|---|---:|---:|" + "---:|" * len(CONTENDERS))
     results: dict[str, Any] = {"meta": meta}
@@ -147,9 +157,10 @@ def main(argv: list[str] | None = None) -> None:
             results[f"{env_id} x {n}"] = {"steps_per_round": steps, **info, "ms_per_step": ms,
                                           "speed_vs_raw": {c: ratio(c, "raw") for c in CONTENDERS[1:]},
                                           "vec_step_vs_program": ratio("vec_step", "program")}
-            copies = info["entry_copies"]
+            copies = [info["copy_ops"][name] for name in ("program_donated", "program_undonated")]
             print(f"| {env_id} | {n} | {'yes' if info['donates_carry'] else 'no'} | "
-                  f"{copies['program_donated']} / {copies['program_undonated']} | {statistics.median(ms['raw']):.3f} | "
+                  + " / ".join(f"{c['entry']} ({c['entry_bytes'] / 1024:.0f} KiB), {c['all']}" for c in copies)
+                  + f" | {statistics.median(ms['raw']):.3f} | "
                   + " | ".join(f"{ratio(c, 'raw'):.2f}x" for c in CONTENDERS[1:])
                   + f" | {ratio('vec_step', 'program'):.2f}x |", flush=True)
     if args.json:

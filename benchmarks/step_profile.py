@@ -6,14 +6,18 @@ is an event carrying its ``hlo_op``, so the ops' self times (an op's time minus 
 loop's or a branch's body) say what each program spends its time on. Contenders:
 
   raw              jax.jit(jax.vmap(env.step)) of the Playground env (no autoreset, no books)
+  raw_torch        the same, each step's observation and reward taken into torch (``torch.from_dlpack``)
   ours_jax         the vector env's step in jax mode with fresh initial states (``full_reset=True``, the default)
   ours_jax_replay  the same with replayed first states (``full_reset=False``, upstream's reset work)
+  ours_torch_replay  the vector env's step in torch mode (torch actions in, torch tensors out), replayed states
 
 Random constant actions and the official 1000-step episodes (no env ends inside the recorded steps), as in
-``env_throughput.py``'s throughput table. Printed per contender: the wall time of a step (untraced, median), the
-ops' CPU time per step (traced; XLA's worker threads add up, and the profiler's own cost per op inflates it alike for
-every contender), how many ops a step executes, and the op kinds (names without their numeric suffix) that take the
-most time: what the wrapper's program adds is read from the profile, not guessed.
+``env_throughput.py``'s throughput table; every step is waited for, so contenders whose ops take the same time
+but whose wall times differ differ in what the host adds per step (dispatch, the hand-over, idle threads). Printed
+per contender: the wall time of a step (untraced, median), the ops' CPU time per step (traced; XLA's worker threads
+add up, and the profiler's own cost per op inflates it alike for every contender), how many ops a step executes,
+and the op kinds (names without their numeric suffix) that take the most time: what the wrapper's program adds is
+read from the profile, not guessed.
 
     python benchmarks/step_profile.py --envs CartpoleBalance CheetahRun --num-envs 1024 \\
         --json docs/benchmarks/throughput/step_profile.json
@@ -73,6 +77,7 @@ def _close(frame: list[Any], self_time: dict[str, float], counts: dict[str, int]
 
 def profile_step(env_id: str, num_envs: int, steps: int) -> dict[str, dict[str, Any]]:
     import jax
+    import torch
     from mujoco_playground import registry
 
     import playground_gym
@@ -81,21 +86,28 @@ def profile_step(env_id: str, num_envs: int, steps: int) -> dict[str, dict[str, 
     keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
     actions = jax.random.uniform(jax.random.PRNGKey(1), (num_envs, raw_env.action_size), minval=-1.0, maxval=1.0)
     raw_step, raw_state = jax.jit(jax.vmap(raw_env.step)), jax.jit(jax.vmap(raw_env.reset))(keys)
-    ours = {name: playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=1000, array_type="jax",
+    ours = {name: playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=1000,
+                                          array_type="torch" if "torch" in name else "jax",
                                           full_reset=name == "ours_jax", quiet=True)
-            for name in ("ours_jax", "ours_jax_replay")}
+            for name in ("ours_jax", "ours_jax_replay", "ours_torch_replay")}
     for e in ours.values():
         e.reset(seed=0)
+    torch_actions = torch.from_dlpack(actions).clone()
 
     def step(name: str) -> None:
         nonlocal raw_state
         if name == "raw":
             raw_state = jax.block_until_ready(raw_step(raw_state, actions))
+        elif name == "raw_torch":  # on the CPU, from_dlpack waits for the step
+            raw_state = raw_step(raw_state, actions)
+            torch.from_dlpack(raw_state.obs), torch.from_dlpack(raw_state.reward)
+        elif name == "ours_torch_replay":  # step() returns once its results are ready (torch mode, CPU)
+            ours[name].step(torch_actions)
         else:
             jax.block_until_ready(ours[name].step(actions)[1])
 
     results = {}
-    for name in ("raw", *ours):
+    for name in ("raw", "raw_torch", *ours):
         for _ in range(3):  # compile and warm up
             step(name)
         walls = []

@@ -460,9 +460,9 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
             carry = _cond_2d(jnp.any(done & (carry.pool_used > 0)), refill_pool, lambda c: c, carry)
             return carry._replace(env_state=_where(done, carry.pool, carry.env_state),
                                   pool_used=carry.pool_used | done.astype(jnp.int32))
-        carry = _cond_2d(carry.pool_used[0] + count > n, refill_pool, lambda c: c, carry)
 
         def hand_out(c: Carry) -> Carry:
+            c = _cond_2d(c.pool_used[0] + count > n, refill_pool, lambda c: c, c)
             entry = jnp.where(done, c.pool_used[0] + jnp.cumsum(done) - 1, 0)
             take = lambda x: jnp.take(x, entry, axis=0)  # noqa: E731
             picked = jax.tree_util.tree_map_with_path(lambda path, x: x if _is_shared(path) else take(x), c.pool)
@@ -471,6 +471,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
                 c = c._replace(model=_where(done, jax.tree.map(take, c.pool_model), c.model))
             return c
 
+        # one conditional on the whole carry where no env ends (most steps); the refill's nested inside it
         return _cond_2d(count > 0, hand_out, lambda c: c, carry)
 
     def logical_step(carry: Carry, first_state: Any, actions: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:

@@ -101,10 +101,10 @@ class _Compiled:
         reset_fn, step_fn = fns["reset"], fns["step"]
         self.step_function = step_fn  # the step as traced or exported, before jit (benchmarks jit it other ways)
         self.trace_counts = {"reset": 0, "step": 0}
-        # Donating the carry lets XLA update it in place, which pays when it travels leaf by leaf. A carry fused
-        # into one array per dtype (autoreset.FUSE_LIMIT) is read by slices while the next one is written whole,
-        # so XLA copies every donated array first: a copy per dtype per step that not donating avoids (read from
-        # the compiled HLO; benchmarks/step_ab.py measures both).
+        # Donating the carry lets XLA update it in place where it travels leaf by leaf. A carry fused into one
+        # array per dtype (autoreset.FUSE_LIMIT) is read by slices while the next one is written whole, so XLA
+        # copies each donated array before writing it: more copy ops, not fewer (read from the compiled HLO on the
+        # CPU; benchmarks/step_ab.py counts them and times both, within its noise for fused carries).
         self.donate_carry = any("#" in name for name in layout(num_envs)[0])
         donate = 0 if self.donate_carry else ()
 
@@ -200,14 +200,16 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
     fns = make_vector_functions(mjx_env, spec, randomizer() if randomizer is not None else None)
     meta = {"action_size": int(mjx_env.action_size), "obs_shapes": _obs_shapes(obs_struct)}
     if key is None or provenance.cache_dir() is None:
-        return _Compiled(fns._asdict(), fns.layout, meta, jax_device, load, spec, "traced (trace cache off)",
-                         num_envs, mjx_env, fns)
+        with backend.silence_stderr(quiet), jax.default_device(jax_device):
+            return _Compiled(fns._asdict(), fns.layout, meta, jax_device, load, spec, "traced (trace cache off)",
+                             num_envs, mjx_env, fns)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         programs = trace_cache.export_programs(fns, num_envs, meta["action_size"], meta["obs_shapes"],
                                                jax_device.platform)
     trace_cache.save_programs(rekey() if rekey is not None else key, programs)
     # this process runs the exported programs too, so the compilation cache then holds what a later process needs
-    return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", num_envs, mjx_env, fns)
+    with backend.silence_stderr(quiet), jax.default_device(jax_device):
+        return _Compiled(programs.calls(), fns.layout, meta, jax_device, load, spec, "traced", num_envs, mjx_env, fns)
 
 
 # Compiled functions in use by a live vector env are always found (weak references: they go when the last env
@@ -557,7 +559,7 @@ class PlaygroundVectorEnv(VectorEnv):
             >>> twin.load_state_dict(saved)  # twin.step(a) now equals envs.step(a)
         """
         self._require_state("state_dict")
-        # np.array copies: the carry's buffers are donated to (and reused by) the next step
+        # np.array copies: a carry that travels leaf by leaf is donated to (and reused by) the next step
         host = lambda tree: None if tree is None else {k: np.array(v) for k, v in tree.items()}  # noqa: E731
         return {"format": STATE_FORMAT, "settings": copy.deepcopy(self._settings), "seed": self._seed,
                 "reset_count": self._reset_count,

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import playground_gym
-from playground_gym import provenance, trace_cache, vector_env
+from playground_gym import autoreset, provenance, trace_cache, vector_env
 
 SETTINGS = dict(device="cpu", episode_length=5, action_repeat=1)  # 5-step episodes: truncations within 8 steps
 N = 3
@@ -120,6 +120,20 @@ def test_an_entry_is_used_in_process_and_the_model_is_loaded_only_when_needed(pr
     assert cached._shared._mjx_env is None  # stepping needed no model
     state = cached.env_state()  # needs the model's structure: loaded now
     assert state.data.qpos.shape == (N, cached.mjx_env.mj_model.nq) and cached._shared._mjx_env is not None
+
+
+@pytest.mark.parametrize("fuse_limit", [0, autoreset.FUSE_LIMIT])
+def test_programs_from_the_cache_donate_the_carry_as_traced_ones(private_cache, monkeypatch, fuse_limit):
+    """The carry is donated only where it travels leaf by leaf, whichever path built the programs."""
+    monkeypatch.setattr(autoreset, "FUSE_LIMIT", fuse_limit)  # 0: leaf by leaf even for 3 envs
+    traced = _fresh()
+    cached = _fresh()
+    assert (traced.programs_source, cached.programs_source) == ("traced", "trace cache")
+    assert traced._shared.donate_carry == cached._shared.donate_carry == (fuse_limit == 0)
+    cached.reset(seed=0)
+    before = cached._carry
+    cached.step(torch.zeros(N, 1))
+    assert any(x.is_deleted() for x in before.values()) == (fuse_limit == 0)
 
 
 def _entry(folder):

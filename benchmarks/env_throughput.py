@@ -15,7 +15,10 @@ all of them alike), env steps per second of:
             costs and ours/ours_jax what the hand-over costs
   ours_replay, ours_jax_replay  the same two with full_reset=False: finished envs replay their first state, the
             same reset work as upstream's (the default, fresh initial states, keeps a pool of them in the carry)
-and reports each round's ratio to raw and to upstream (median over rounds). Actions are random but constant, so no
+and reports each round's ratio to raw and to upstream (median over rounds). Every contender steps its own copy of
+the same initial states (those of ours' ``reset(seed=0)``; checked) with the same actions and as many steps per
+round, so all are at the same point of the same trajectories (MJX's solver iterates to a tolerance: a step's cost
+depends on the states it steps). Actions are random but constant, so no
 episode ends inside the timed rounds (1000-step episodes): what is timed is the step and its books, not resets
 (``--reset-cost`` times those). Several ``--num-envs`` make one table of all sizes. Time to first step is
 measured in fresh subprocesses with the persistent compilation cache off (cold), plus ours with a warm
@@ -110,11 +113,16 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     import torch
     from mujoco_playground import registry, wrapper
 
+    import numpy as np
+
     import playground_gym
     from playground_gym import backend
+    from playground_gym.keys import reset_keys
 
     jax_device = backend.resolve_device(device)
-    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(0), num_envs), jax_device)
+    # the keys ours' reset(seed=0) resets its envs with: every contender steps the same initial states, its own copy
+    # (MJX's solver iterates to a tolerance, so a step's cost depends on the states it steps: CheetahRun's vary)
+    keys = jax.device_put(jax.vmap(jax.random.split)(reset_keys(0, 0, num_envs))[:, 1], jax_device)
     raw_env = registry.load(env_id, config_overrides={"impl": "jax"})
     up_env = wrapper.wrap_for_brax_training(registry.load(env_id, config_overrides={"impl": "jax"}),
                                             episode_length=1000)
@@ -131,9 +139,13 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     raw_step = jax.jit(jax.vmap(raw_env.step))
     up_step = jax.jit(up_env.step)
     with jax.default_device(jax_device):
-        state = {"raw": jax.jit(jax.vmap(raw_env.reset))(keys), "upstream": jax.jit(up_env.reset)(keys)}
+        state = {name: jax.jit(jax.vmap(raw_env.reset))(keys) for name in ("raw", "raw_torch")}
+        state["upstream"] = jax.jit(up_env.reset)(keys)
     for e in ours.values():
-        e.reset(seed=0)
+        obs = e.reset(seed=0)[0]
+        if not np.allclose(np.asarray(obs.cpu() if hasattr(obs, "cpu") else obs), np.asarray(state["raw"].obs),
+                           atol=1e-5):
+            raise RuntimeError(f"throughput: {env_id}'s vector env does not start from raw's initial states")
 
     def run(kind: str) -> float:
         start = time.perf_counter()
@@ -146,12 +158,12 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
                 reward = ours[kind].step(jax_actions)[1]
             jax.block_until_ready(reward)
         elif kind == "raw_torch":
-            s = state["raw"]
+            s = state[kind]
             for _ in range(steps):
                 s = raw_step(s, jax_actions)
                 obs, reward = torch.from_dlpack(s.obs), torch.from_dlpack(s.reward)
             float(reward.sum())
-            state["raw"] = s
+            state[kind] = s
         else:
             fn, s = (raw_step, state[kind]) if kind == "raw" else (up_step, state[kind])
             for _ in range(steps):

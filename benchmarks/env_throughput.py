@@ -120,13 +120,16 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     from playground_gym.keys import reset_keys
 
     jax_device = backend.resolve_device(device)
-    # the keys ours' reset(seed=0) resets its envs with: every contender steps the same initial states, its own copy
-    # (MJX's solver iterates to a tolerance, so a step's cost depends on the states it steps: CheetahRun's vary)
+    # the keys ours' reset(seed=0) resets its envs with: every contender steps its own copy of the same initial
+    # states (checked below; MJX's solver iterates to a tolerance, so a step's cost depends on the states it steps:
+    # CheetahRun's vary). Upstream's autoreset wrapper derives its envs' keys from the keys it is given with
+    # vmap(split)(keys)[..., 1], which for raw uint32 keys mixes words of two keys, so no keys give it ours' states:
+    # it gets them put in (its state's data and observation, and the cached first ones it replays)
     keys = jax.device_put(jax.vmap(jax.random.split)(reset_keys(0, 0, num_envs))[:, 1], jax_device)
     raw_env = registry.load(env_id, config_overrides={"impl": "jax"})
     up_env = wrapper.wrap_for_brax_training(registry.load(env_id, config_overrides={"impl": "jax"}),
                                             episode_length=1000)
-    ours = {kind: playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000,
+    ours = {kind: playground_gym.make_vec(env_id, num_envs, device=device, episode_length=1000, impl="jax",
                                           array_type="jax" if "jax" in kind else "torch",
                                           full_reset="replay" not in kind)
             for kind in ("ours", "ours_jax", "ours_replay", "ours_jax_replay")}
@@ -140,12 +143,16 @@ def throughput(env_id: str, num_envs: int, steps: int, rounds: int, device: str 
     up_step = jax.jit(up_env.step)
     with jax.default_device(jax_device):
         state = {name: jax.jit(jax.vmap(raw_env.reset))(keys) for name in ("raw", "raw_torch")}
-        state["upstream"] = jax.jit(up_env.reset)(keys)
+        up = jax.jit(up_env.reset)(keys)
+        raw0 = state["raw"]
+        first = {k: raw0.data if k.endswith("_first_data") else raw0.obs if k.endswith("_first_obs") else v
+                 for k, v in up.info.items()}
+        state["upstream"] = up.replace(data=raw0.data, obs=raw0.obs, info=first)
     for e in ours.values():
-        obs = e.reset(seed=0)[0]
-        if not np.allclose(np.asarray(obs.cpu() if hasattr(obs, "cpu") else obs), np.asarray(state["raw"].obs),
-                           atol=1e-5):
-            raise RuntimeError(f"throughput: {env_id}'s vector env does not start from raw's initial states")
+        e.reset(seed=0)
+    qpos = [np.asarray(s.data.qpos) for s in (state["raw"], state["upstream"], *(e.env_state() for e in ours.values()))]
+    if not all(np.allclose(q, qpos[0], atol=1e-5) for q in qpos):
+        raise RuntimeError(f"throughput: {env_id}'s contenders do not start from the same initial states")
 
     def run(kind: str) -> float:
         start = time.perf_counter()

@@ -77,30 +77,36 @@ def _close(frame: list[Any], self_time: dict[str, float], counts: dict[str, int]
 
 def profile_step(env_id: str, num_envs: int, steps: int) -> dict[str, dict[str, Any]]:
     import jax
+    import numpy as np
     import torch
     from mujoco_playground import registry
 
     import playground_gym
+    from playground_gym.keys import reset_keys
 
     raw_env = registry.load(env_id, config_overrides={"impl": "jax"})
-    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    # the keys the vector envs' reset(seed=0) resets with: every contender steps its own copy of the same initial
+    # states as many times (MJX's solver iterates to a tolerance, so a step's cost depends on the states)
+    keys = jax.vmap(jax.random.split)(reset_keys(0, 0, num_envs))[:, 1]
     actions = jax.random.uniform(jax.random.PRNGKey(1), (num_envs, raw_env.action_size), minval=-1.0, maxval=1.0)
-    raw_step, raw_state = jax.jit(jax.vmap(raw_env.step)), jax.jit(jax.vmap(raw_env.reset))(keys)
-    ours = {name: playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=1000,
+    raw_step = jax.jit(jax.vmap(raw_env.step))
+    raw_states = {name: jax.jit(jax.vmap(raw_env.reset))(keys) for name in ("raw", "raw_torch")}
+    ours = {name: playground_gym.make_vec(env_id, num_envs, device="cpu", episode_length=1000, impl="jax",
                                           array_type="torch" if "torch" in name else "jax",
                                           full_reset=name == "ours_jax", quiet=True)
             for name in ("ours_jax", "ours_jax_replay", "ours_torch_replay")}
     for e in ours.values():
         e.reset(seed=0)
+        if not np.allclose(np.asarray(e.env_state().data.qpos), np.asarray(raw_states["raw"].data.qpos), atol=1e-5):
+            raise RuntimeError(f"profile_step: {env_id}'s vector env does not start from raw's initial states")
     torch_actions = torch.from_dlpack(actions).clone()
 
     def step(name: str) -> None:
-        nonlocal raw_state
         if name == "raw":
-            raw_state = jax.block_until_ready(raw_step(raw_state, actions))
+            raw_states[name] = jax.block_until_ready(raw_step(raw_states[name], actions))
         elif name == "raw_torch":  # on the CPU, from_dlpack waits for the step
-            raw_state = raw_step(raw_state, actions)
-            torch.from_dlpack(raw_state.obs), torch.from_dlpack(raw_state.reward)
+            raw_states[name] = s = raw_step(raw_states[name], actions)
+            torch.from_dlpack(s.obs), torch.from_dlpack(s.reward)
         elif name == "ours_torch_replay":  # step() returns once its results are ready (torch mode, CPU)
             ours[name].step(torch_actions)
         else:
@@ -164,9 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["JAX_PLATFORMS"] = "cpu"  # all contenders on the CPU (the profile reads XLA:CPU's op events)
     import jax
 
-    from env_throughput import _cpu_model  # this folder's: benchmarks/ is on sys.path when run as a script
+    from env_throughput import _cpu_model, _git_commit  # this folder's: benchmarks/ is on sys.path as a script
 
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": _git_commit(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+            "jax": jax.__version__,
             "command": "python benchmarks/step_profile.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"# {meta['date']}, {meta['cpu']} ({meta['cores']} cores), jax {meta['jax']}: {meta['command']}")
     results: dict[str, Any] = {"meta": meta}

@@ -30,8 +30,8 @@ import numpy as np
 
 from playground_gym import randomization
 
-__all__ = ["FUSE_LIMIT", "EpisodeSpec", "Carry", "Packer", "BytePacker", "VectorFunctions", "make_vector_functions",
-           "match_avals"]
+__all__ = ["FUSE_LIMIT", "EpisodeSpec", "Carry", "Packer", "BytePacker", "VectorFunctions", "leaf_by_leaf",
+           "make_vector_functions", "match_avals"]
 
 PRIVILEGED_KEY = "privileged_state"
 
@@ -298,6 +298,11 @@ class BytePacker:
                 x = jax.lax.bitcast_convert_type(x, jnp.uint8)  # adds a trailing axis of item-size bytes
             parts.append(x.reshape(-1))
         return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.uint8)
+
+
+def leaf_by_leaf(groups: Any) -> bool:
+    """Whether :class:`Packer` group names ``groups`` are those of a carry packed leaf by leaf (``fuse=False``)."""
+    return any("#" in name for name in groups)
 
 
 def _dtype_of(group: str) -> str:

@@ -105,7 +105,7 @@ class _Compiled:
         # array per dtype (autoreset.FUSE_LIMIT) is read by slices while the next one is written whole, so XLA
         # copies each donated array before writing it: more copy ops, not fewer (read from the compiled HLO on the
         # CPU; benchmarks/step_ab.py counts them and times both, within its noise for fused carries).
-        self.donate_carry = any("#" in name for name in layout(num_envs)[0])
+        self.donate_carry = autoreset.leaf_by_leaf(layout(num_envs)[0])
         donate = 0 if self.donate_carry else ()
 
         def counted(name: str, fn: Any) -> Any:
@@ -615,7 +615,7 @@ class PlaygroundVectorEnv(VectorEnv):
             arrays = {k: v for k, v in arrays.items() if k in layout or np.size(v) != 0}
             got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
             if got != layout:
-                kind = lambda names: "leaf by leaf" if any("#" in n for n in names) else "fused per dtype"  # noqa: E731
+                kind = lambda names: "leaf by leaf" if autoreset.leaf_by_leaf(names) else "fused per dtype"  # noqa: E731
                 if kind(got) != kind(layout):
                     raise ValueError(f"state: {name} is carried {kind(got)} and this env's {kind(layout)} "
                                      f"(autoreset.FUSE_LIMIT); save and load with the same version and settings")

@@ -68,7 +68,8 @@ class Carry(NamedTuple):
     elapsed: jax.Array      # int32 agent steps into the current episode
     episode_return: jax.Array  # float32 unscaled return so far
     key: jax.Array          # per-env PRNG key stream for full resets
-    pool: Any = None        # full_reset: fresh initial states not yet handed out (an mjx_env.State batch)
+    pool: Any = None        # full_reset: fresh initial states not yet handed out (an mjx_env.State batch, packed
+    #                         into one [num_envs, k] array per dtype: see make_vector_functions' _layouts)
     pool_used: Any = None   # full_reset: int32, every entry the number of pool states handed out so far (with
     #                         per-env models drawn once: per entry, 1 where that env's own pool state was used)
     model: Any = None       # randomisation: {field path: per-env value} of the model each env steps
@@ -168,7 +169,8 @@ class Packer:
     """Packs a pytree whose leaves share a leading batch axis into one ``[batch, k]`` array per dtype (leaves
     without it, the shared leaves of a Warp state, into one flat ``[k]`` array per dtype, named ``"<dtype>@shared"``);
     with ``fuse=False`` each leaf becomes an array of its own (``"<dtype>#<leaf>"``), reshaped to ``[batch, k]``.
-    Leaves with no elements are not packed; :meth:`unpack` gives them back as zeros of their shape.
+    Leaves with no elements are not packed, nor, with ``keep_shared=False``, the shared leaves; :meth:`unpack` gives
+    them back as zeros of their shape.
 
     An MJX state has about a hundred leaves, and a jitted call pays Python-side costs per argument
     and per result leaf (flattening, one ``jax.Array`` object each). Carrying a handful of packed
@@ -186,7 +188,7 @@ class Packer:
         True
     """
 
-    def __init__(self, struct: Any, batch: int | None = None, fuse: bool = True) -> None:
+    def __init__(self, struct: Any, batch: int | None = None, fuse: bool = True, keep_shared: bool = True) -> None:
         with_paths, self.treedef = jax.tree_util.tree_flatten_with_path(struct)
         leaves = [leaf for _, leaf in with_paths]
         self.shared = [_is_shared(path) for path, _ in with_paths]
@@ -197,11 +199,12 @@ class Packer:
         # Leaves of no elements (an MJX state has many: contact and constraint fields of a model without them) are
         # not carried: unpacking makes them anew, so a step neither receives nor returns them (each returned one
         # would be an output buffer of its own, made by a copy op, every step).
-        self.empty = [math.prod(shape) == 0 for shape in self.shapes]
+        self.omitted = [math.prod(shape) == 0 or (is_shared and not keep_shared)
+                        for shape, is_shared in zip(self.shapes, self.shared)]
         # per dtype (and shared or not): the leaf indices in it, and each leaf's column span
         self.groups: dict[str, list[tuple[int, int, int]]] = {}
         for i, (shape, dtype) in enumerate(zip(self.shapes, self.dtypes)):
-            if self.empty[i]:
+            if self.omitted[i]:
                 continue
             name = dtype.name if fuse else f"{dtype.name}#{i}"
             group = self.groups.setdefault(name + ("@shared" if self.shared[i] else ""), [])
@@ -225,8 +228,9 @@ class Packer:
                 for name, group in self.groups.items()}
 
     def unpack(self, packed: dict[str, jax.Array]) -> Any:
-        leaves: list[Any] = [jnp.zeros(shape if shared else (self.batch,) + shape, dtype) if empty else None
-                             for shape, dtype, shared, empty in zip(self.shapes, self.dtypes, self.shared, self.empty)]
+        leaves: list[Any] = [jnp.zeros(shape if shared else (self.batch,) + shape, dtype) if omitted else None
+                             for shape, dtype, shared, omitted in zip(self.shapes, self.dtypes, self.shared,
+                                                                      self.omitted)]
         for name, group in self.groups.items():
             for i, start, stop in group:
                 if self.shared[i]:
@@ -442,16 +446,27 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
                       fields, fields if spec.randomize_on_reset else None)
         return carry, state
 
-    def refill_pool(carry: Carry) -> Carry:
-        """num_envs fresh initial states in one batched reset, each from a new key of one env's key stream (and,
-        with randomize_on_reset, a new model drawn from that key)."""
-        split = jax.vmap(jax.random.split)(carry.key)
-        models = draw_models(split[:, 1]) if spec.randomize_on_reset else carry.model  # None without randomisation
-        pool = match_avals(batched_reset(split[:, 1], models), carry.env_state)
-        return carry._replace(key=split[:, 0], pool=pool, pool_used=jnp.zeros_like(carry.pool_used),
-                              pool_model=models if spec.randomize_on_reset else None)
+    def refill_if(pred: jax.Array, carry: Carry, pool_packer: Packer) -> Carry:
+        """Where ``pred``: num_envs fresh initial states in one batched reset, each from a new key of one env's key
+        stream (and, with randomize_on_reset, a new model drawn from that key).
 
-    def fresh_states(carry: Carry, done: jax.Array) -> Carry:
+        Only the pool's part of the carry passes through the conditional, the pool packed: a handful of arrays,
+        where the ~100 leaves of a state unpacked from a fused carry would each be materialised as an operand
+        and a result (CartpoleBalance x 4: 35 slice ops more per step).
+        """
+
+        def refill(part: tuple[Any, ...]) -> tuple[Any, ...]:
+            key, _, used, _ = part
+            split = jax.vmap(jax.random.split)(key)
+            models = draw_models(split[:, 1]) if spec.randomize_on_reset else carry.model  # None: no randomisation
+            pool = pool_packer.pack(batched_reset(split[:, 1], models))
+            return split[:, 0], pool, jnp.zeros_like(used), models if spec.randomize_on_reset else None
+
+        key, pool, used, pool_model = _cond_2d(pred, refill, lambda part: part,
+                                               (carry.key, carry.pool, carry.pool_used, carry.pool_model))
+        return carry._replace(key=key, pool=pool, pool_used=used, pool_model=pool_model)
+
+    def fresh_states(carry: Carry, done: jax.Array, pool_packer: Packer) -> Carry:
         """Hand the finished envs the pool's next unused fresh states (in env order), refilling it when short.
 
         A reset computed for a few envs costs nearly as much as one for all of them (per-op overhead; and
@@ -460,30 +475,36 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         """
         n = done.shape[0]
         count = jnp.sum(done, dtype=jnp.int32)
+        unpack = lambda pool: match_avals(pool_packer.unpack(pool), carry.env_state)  # noqa: E731
         if own_pool:
             # each env's entry was made with its own model: env i takes entry i, refilled once any is wanted twice
-            carry = _cond_2d(jnp.any(done & (carry.pool_used > 0)), refill_pool, lambda c: c, carry)
-            return carry._replace(env_state=_where(done, carry.pool, carry.env_state),
+            carry = refill_if(jnp.any(done & (carry.pool_used > 0)), carry, pool_packer)
+            return carry._replace(env_state=_where(done, unpack(carry.pool), carry.env_state),
                                   pool_used=carry.pool_used | done.astype(jnp.int32))
 
-        def hand_out(c: Carry) -> Carry:
-            c = _cond_2d(c.pool_used[0] + count > n, refill_pool, lambda c: c, c)
-            entry = jnp.where(done, c.pool_used[0] + jnp.cumsum(done) - 1, 0)
+        carry = refill_if(carry.pool_used[0] + count > n, carry, pool_packer)
+
+        def hand_out(part: tuple[Any, ...]) -> tuple[Any, ...]:
+            env_state, used, model = part
+            entry = jnp.where(done, used[0] + jnp.cumsum(done) - 1, 0)
             take = lambda x: jnp.take(x, entry, axis=0)  # noqa: E731
-            picked = jax.tree_util.tree_map_with_path(lambda path, x: x if _is_shared(path) else take(x), c.pool)
-            c = c._replace(env_state=_where(done, picked, c.env_state), pool_used=c.pool_used + count)
+            picked = {name: take(x) for name, x in carry.pool.items()}
             if spec.randomize_on_reset:  # the state comes with the model it was made with
-                c = c._replace(model=_where(done, jax.tree.map(take, c.pool_model), c.model))
-            return c
+                model = _where(done, jax.tree.map(take, carry.pool_model), model)
+            return _where(done, unpack(picked), env_state), used + count, model
 
-        # one conditional on the whole carry where no env ends (most steps); the refill's nested inside it
-        return _cond_2d(count > 0, hand_out, lambda c: c, carry)
+        # most steps end no episode: then the state passes through untouched (a plain conditional over the
+        # carry's own leaves, as replay's, is updated in place; the pool is only read, packed)
+        env_state, used, model = jax.lax.cond(count > 0, hand_out, lambda part: part,
+                                              (carry.env_state, carry.pool_used, carry.model))
+        return carry._replace(env_state=env_state, pool_used=used, model=model)
 
-    def logical_step(carry: Carry, first_state: Any, actions: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
+    def logical_step(carry: Carry, first_state: Any, actions: jax.Array,
+                     pool_packer: Packer | None) -> tuple[Carry, dict[str, jax.Array]]:
         carry, out = jax.vmap(advance_one)(carry, actions)
         done = out["done"]
         if spec.full_reset:
-            carry = fresh_states(carry, done)
+            carry = fresh_states(carry, done, pool_packer)
         else:
             replay = lambda c: c._replace(env_state=_where(done, first_state, c.env_state))  # noqa: E731
             carry = jax.lax.cond(jnp.any(done), replay, lambda c: c, carry)
@@ -495,32 +516,42 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
 
     # The packed layout is that of the carry as step() returns it (dtypes, no weak types), so the first
     # step after reset reuses the compilation of every later step. Cached: tracing an env step costs seconds.
+    # The pool of fresh states is always packed one array per dtype (its states are read only where envs end), so
+    # the carry holds a few pool arrays however it travels: leaf by leaf, a pool of ~100 leaves was as many more
+    # arguments and results of every step (CheetahRun x 64: a step that carried it untouched ran at 0.95x replay's).
     @functools.cache
-    def _layouts(num_envs: int) -> tuple[Packer, Packer | None]:
+    def _layouts(num_envs: int) -> tuple[Packer, Packer | None, Packer | None]:
         keys = jax.ShapeDtypeStruct((num_envs, 2), jnp.uint32)
         carry, first = jax.eval_shape(initial, keys)
+        # the states a reset makes, less the shared leaves of a Warp state (a handed-out state keeps the carry's)
+        pool_packer = Packer(first, num_envs, keep_shared=False) if spec.full_reset else None
+        if pool_packer is not None:
+            carry = carry._replace(pool=jax.eval_shape(pool_packer.pack, carry.pool))
         actions = jax.ShapeDtypeStruct((num_envs, env.action_size), jnp.float32)
-        stepped, _ = jax.eval_shape(logical_step, carry, first, actions)
+        stepped, _ = jax.eval_shape(functools.partial(logical_step, pool_packer=pool_packer), carry, first, actions)
         fused = Packer(stepped, num_envs)
         size = sum(math.prod(fused.shape_of(name)) for name in fused.groups if not name.endswith("@shared"))
         fuse = size <= FUSE_LIMIT
-        return Packer(stepped, num_envs, fuse), (None if spec.full_reset else Packer(stepped.env_state, num_envs, fuse))
+        first_packer = None if spec.full_reset else Packer(stepped.env_state, num_envs, fuse)
+        return Packer(stepped, num_envs, fuse), first_packer, pool_packer
 
     def reset(keys: jax.Array, packed_carry: Any = None) -> tuple[dict[str, jax.Array], Any, dict[str, jax.Array]]:
         """New episodes of every env; given the current ``packed_carry``, each env keeps its randomised model."""
-        carry_packer, first_packer = _layouts(keys.shape[0])
+        carry_packer, first_packer, pool_packer = _layouts(keys.shape[0])
         kept = None if packed_carry is None or randomizer is None else carry_packer.unpack(packed_carry).model
         carry, first_state = initial(keys, kept)
+        if pool_packer is not None:
+            carry = carry._replace(pool=pool_packer.pack(carry.pool))
         carry = match_avals(carry, carry_packer.unpack(carry_packer.pack(carry)))
         packed_first = None if first_packer is None else first_packer.pack(first_state)
         return carry_packer.pack(carry), packed_first, observe(carry.env_state, {})
 
     def step(packed_carry: dict[str, jax.Array], packed_first: Any,
              actions: jax.Array) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        carry_packer, first_packer = _layouts(actions.shape[0])
+        carry_packer, first_packer, pool_packer = _layouts(actions.shape[0])
         carry = carry_packer.unpack(packed_carry)
         first_state = None if first_packer is None else first_packer.unpack(packed_first)
-        carry, out = logical_step(carry, first_state, actions)
+        carry, out = logical_step(carry, first_state, actions, pool_packer)
         return carry_packer.pack(carry), out
 
     def _num_envs(packed_carry: dict[str, jax.Array]) -> int:
@@ -543,7 +574,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
 
     def layout(num_envs: int) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, Any] | None]:
         """Shapes and dtype names of the packed carry and replay cache (``None`` with ``full_reset``)."""
-        carry_packer, first_packer = _layouts(num_envs)
+        carry_packer, first_packer, _ = _layouts(num_envs)
 
         def shapes(packer: Packer) -> dict[str, tuple[tuple[int, ...], str]]:
             return {name: (packer.shape_of(name), _dtype_of(name)) for name in packer.groups}

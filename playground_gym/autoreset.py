@@ -330,6 +330,8 @@ class VectorFunctions(NamedTuple):
     set_elapsed: Callable[..., Any]
     layout: Callable[..., Any]
     model: Callable[..., Any]
+    legacy_layout: Callable[..., Any]
+    upgrade_legacy: Callable[..., Any]
 
 
 _MODEL_STREAM = 0x6D6F64  # folded into a reset key for the model draws, so states keep the keys they had without them
@@ -581,4 +583,29 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
 
         return shapes(carry_packer), None if first_packer is None else shapes(first_packer)
 
-    return VectorFunctions(reset, step, env_state, elapsed, set_elapsed, layout, model)
+    # A carry saved before the pool was packed (2026-12-06) held the pool as a state; fused per dtype its columns
+    # were today's, leaf by leaf its leaves were the pool's own (other names, other count).
+    @functools.cache
+    def _legacy_packer(num_envs: int) -> Packer | None:
+        carry_packer, _, pool_packer = _layouts(num_envs)
+        if pool_packer is None or not leaf_by_leaf(carry_packer.groups):
+            return None
+        structs = [jax.ShapeDtypeStruct(shape if shared else (num_envs,) + shape, dtype)
+                   for shape, dtype, shared in zip(carry_packer.shapes, carry_packer.dtypes, carry_packer.shared)]
+        stepped = jax.tree.unflatten(carry_packer.treedef, structs)
+        return Packer(stepped._replace(pool=stepped.env_state), num_envs, fuse=False)
+
+    def legacy_layout(num_envs: int) -> dict[str, tuple[tuple[int, ...], str]] | None:
+        """Shapes and dtype names of a carry saved before the fresh-state pool was packed, where they differ from
+        :func:`layout`'s (a leaf-by-leaf carry with fresh states); else ``None``."""
+        packer = _legacy_packer(num_envs)
+        return None if packer is None else {name: (packer.shape_of(name), _dtype_of(name)) for name in packer.groups}
+
+    def upgrade_legacy(packed_carry: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """A carry of :func:`legacy_layout` in today's layout (the same states, pool and counters)."""
+        num_envs = _num_envs(packed_carry)
+        carry_packer, _, pool_packer = _layouts(num_envs)
+        old = _legacy_packer(num_envs).unpack(packed_carry)
+        return carry_packer.pack(old._replace(pool=pool_packer.pack(old.pool)))
+
+    return VectorFunctions(reset, step, env_state, elapsed, set_elapsed, layout, model, legacy_layout, upgrade_legacy)

@@ -614,6 +614,12 @@ class PlaygroundVectorEnv(VectorEnv):
             # a format-3 state saved before the carry left out leaves of no elements holds them; no values: it fits
             arrays = {k: v for k, v in arrays.items() if k in layout or np.size(v) != 0}
             got = {k: (tuple(np.shape(v)), np.asarray(v).dtype.name) for k, v in arrays.items()}
+            if got != layout and name == "carry" and autoreset.leaf_by_leaf(got):
+                # saved before the fresh-state pool was packed: repacked (loads and traces the env: seconds)
+                fns = self._shared.vector_fns
+                if got == fns.legacy_layout(self.num_envs):
+                    on_device = {k: jax.device_put(np.array(v), self.jax_device) for k, v in arrays.items()}
+                    return dict(jax.jit(fns.upgrade_legacy)(on_device))
             if got != layout:
                 kind = lambda names: "leaf by leaf" if autoreset.leaf_by_leaf(names) else "fused per dtype"  # noqa: E731
                 if kind(got) != kind(layout):

@@ -100,7 +100,7 @@ def test_no_derived_key_is_reused(partitionable):
                 seen += list(np.asarray(env_keys))
                 stream, initial = (lambda s: (s[:, 0], s[:, 1]))(jax.vmap(jax.random.split)(env_keys))
                 seen += list(np.asarray(initial))
-                for _ in range(3):  # refill_pool: split the stream into the next stream and the pool's reset keys
+                for _ in range(3):  # refill_if: split the stream into the next stream and the pool's reset keys
                     split = jax.vmap(jax.random.split)(stream)
                     stream = split[:, 0]
                     seen += list(np.asarray(split[:, 1]))

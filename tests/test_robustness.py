@@ -3,6 +3,9 @@ loaded all or nothing, huge finite inputs act as what they are, and the smaller 
 
 from __future__ import annotations
 
+import pathlib
+import pickle
+
 import gymnasium as gym
 import jax
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 import torch
 
 import playground_gym
-from playground_gym import vector_env
+from playground_gym import autoreset, vector_env
 from playground_gym.vector_env import STATE_FORMAT
 
 N = 4
@@ -115,6 +118,23 @@ def test_a_bad_state_is_refused_and_changes_nothing(env, change, error, message)
     assert after["seed"] == before["seed"] and after["reset_count"] == before["reset_count"]
     assert after["action_space_rng"] == before["action_space_rng"]
     assert all(np.array_equal(after["carry"][k], before["carry"][k]) for k in before["carry"])
+
+
+def test_a_state_saved_before_the_pool_was_packed_loads_and_continues_as_it_did(monkeypatch):
+    """A leaf-by-leaf carry with fresh initial states saved by commit 446d0b1, whose pool was a state of its own
+    leaves (``tests/data/make_state_before_packed_pool.py``), is repacked on load: the next 9 steps (seven episode
+    ends, two refills of the pool) give what that version gave, bit for bit."""
+    monkeypatch.setattr(autoreset, "FUSE_LIMIT", 0)  # leaf by leaf at 4 envs, as saved
+    with open(pathlib.Path(__file__).parent / "data" / "state_before_packed_pool.pkl", "rb") as f:
+        saved = pickle.load(f)
+    envs = playground_gym.make_vec("CartpoleBalance", 4, device="cpu", array_type="numpy", episode_length=5)
+    assert envs._shared.layout(4)[0].keys() != saved["state"]["carry"].keys()  # another layout than today's
+    envs.load_state_dict(saved["state"])
+    for want in saved["steps"]:
+        obs, reward, _, truncated, info = envs.step(np.full((4, 1), 0.3, np.float32))
+        for got, expected in zip((obs, reward, truncated, info["final_obs"]), want):
+            np.testing.assert_array_equal(got, expected)
+    assert sum(int(t.sum()) for *_, t, _ in saved["steps"]) == 7
 
 
 def test_state_dict_settings_are_a_copy(env):

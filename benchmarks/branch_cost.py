@@ -7,7 +7,8 @@ reset, in a branch that runs once per ``num_envs`` episode ends: its allocations
 env ends too. This script shows the mechanism on a small synthetic program: ``x * 2 + 1`` with a conditional whose
 untaken branch holds ``k`` distinct constants and reductions, timed per call (JAX pinned to one CPU, synchronous
 dispatch, as the trainers run it; interleaved rounds, medians) against the program without it, with the number of
-buffer allocations XLA assigned (read from its buffer-assignment dump).
+buffer allocations XLA assigned (read from its buffer-assignment dump, taken in a child process: dumping slows every
+call).
 
     python benchmarks/branch_cost.py --branch-sizes 0 10 50 150 --json docs/benchmarks/throughput/branch_cost.json
 """
@@ -19,6 +20,7 @@ import glob
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,11 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000, help="calls per contender and round")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--allocations-only", action="store_true", help=argparse.SUPPRESS)  # the child
     args = parser.parse_args(argv)
-    dump = tempfile.mkdtemp(prefix="branch_cost_")
-    # before JAX starts: its CPU client on one CPU, and XLA's buffer assignment of these functions dumped
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
-                               " --xla_dump_hlo_module_re=.*branch_cost.*")
+    if args.allocations_only:
+        dump = tempfile.mkdtemp(prefix="branch_cost_")
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
+                                   " --xla_dump_hlo_module_re=.*branch_cost.*")
+    else:  # XLA's buffer assignment, dumped by a child (dumping slows every call: ~15 us here)
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--allocations-only", "--branch-sizes",
+                                *map(str, args.branch_sizes)], capture_output=True, text=True, check=True)
+        allocations = {int(k): v for k, v in json.loads(child.stdout.strip().splitlines()[-1]).items()}
+    # before JAX starts: its CPU client on one CPU
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     import jax
@@ -68,11 +76,15 @@ def main(argv: list[str] | None = None) -> None:
 
     fns = {k: make(k) for k in args.branch_sizes}
     x, p = jnp.ones((4, 16)), jnp.bool_(False)
-    allocations = {}
-    for k, f in fns.items():
+    for f in fns.values():
         jax.block_until_ready(f(x, p))
-        files = glob.glob(os.path.join(dump, f"*jit_branch_cost_{k}.*buffer-assignment.txt"))
-        allocations[k] = sum(line.startswith("allocation ") for line in open(files[0])) if files else None
+    if args.allocations_only:
+        counts = {}
+        for k in fns:
+            files = glob.glob(os.path.join(dump, f"*jit_branch_cost_{k}.*buffer-assignment.txt"))
+            counts[k] = sum(line.startswith("allocation ") for line in open(files[0])) if files else None
+        print(json.dumps(counts))
+        return
     us: dict[int, list[float]] = {k: [] for k in fns}
     for r in range(args.rounds):
         for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):

@@ -216,6 +216,10 @@ class Packer:
         width = self.groups[name][-1][2]
         return (width,) if name.endswith("@shared") else (self.batch, width)
 
+    def layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """{group name: (packed shape, dtype name)}: what :meth:`pack` returns, as shapes."""
+        return {name: (self.shape_of(name), _dtype_of(name)) for name in self.groups}
+
     def pack(self, tree: Any) -> dict[str, jax.Array]:
         leaves = jax.tree.leaves(tree)
 
@@ -577,11 +581,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
     def layout(num_envs: int) -> tuple[dict[str, tuple[tuple[int, ...], str]], dict[str, Any] | None]:
         """Shapes and dtype names of the packed carry and replay cache (``None`` with ``full_reset``)."""
         carry_packer, first_packer, _ = _layouts(num_envs)
-
-        def shapes(packer: Packer) -> dict[str, tuple[tuple[int, ...], str]]:
-            return {name: (packer.shape_of(name), _dtype_of(name)) for name in packer.groups}
-
-        return shapes(carry_packer), None if first_packer is None else shapes(first_packer)
+        return carry_packer.layout(), None if first_packer is None else first_packer.layout()
 
     # A carry saved before the pool was packed (2026-12-06) held the pool as a state; fused per dtype its columns
     # were today's, leaf by leaf its leaves were the pool's own (other names, other count).
@@ -599,7 +599,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         """Shapes and dtype names of a carry saved before the fresh-state pool was packed, where they differ from
         :func:`layout`'s (a leaf-by-leaf carry with fresh states); else ``None``."""
         packer = _legacy_packer(num_envs)
-        return None if packer is None else {name: (packer.shape_of(name), _dtype_of(name)) for name in packer.groups}
+        return None if packer is None else packer.layout()
 
     def upgrade_legacy(packed_carry: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """A carry of :func:`legacy_layout` in today's layout (the same states, pool and counters)."""

@@ -5,7 +5,7 @@ Each contender's compiled step (jax mode's program, ``PlaygroundVectorEnv`` with
 directly on its carry; torch mode's program differs only in packing its outputs into one byte buffer) runs in a loop
 in a child process: JAX pinned to one CPU with synchronous dispatch (``backend.pin_jax_cpu``, as the trainers run on
 the CPU), random constant actions, episodes longer than the run (no env ends, so the pool's refill and hand-out are
-never taken; checked), on the same carry every call, or where the carry is donated (above ``FUSE_LIMIT``) on the
+never taken; checked on the last call of every block of calls), on the same carry every call, or where the carry is donated (above ``FUSE_LIMIT``) on the
 carry the call before returned. ``perf record -e cpu-clock --call-graph dwarf`` samples the child, all its threads;
 the calls counted are those the child finished between perf's first and last sample (the child logs its call count
 against ``CLOCK_MONOTONIC``, perf's clock here). Contenders run in interleaved rounds (replay, fresh, fresh,
@@ -24,10 +24,12 @@ that any frame of its stack names; else, walking from the leaf, to the owner of 
   thunks                  ``xla::cpu::*Thunk*``: the thunk executor and what it runs (library kernels, loops,
                           conditionals)
   runtime, per call       XLA's per-execution code (``xla::Cpu*``, ``xla::cpu::``, ``xla::CommonPjRt*``)
-  JAX's dispatch          ``xla::ifrt::``, ``PjitFunction``, ``jax::``
+  JAX's dispatch          ``xla::ifrt::``, ``PjitFunction``, ``jax::`` (PjRt's own frames, e.g.
+                          ``xla::PjRtCpuLoadedExecutable::Execute``, match no owner: samples there count here)
   Python                  the interpreter
 Samples whose frames are all unknown are XLA's generated kernels (perf cannot unwind through them: "compiled
-kernels"); the rest is "other" (the allocator or system libraries with no owner frame).
+kernels"); the rest is "other": the allocator or system libraries with no owner frame, libm called from generated
+kernels (``__powf_fma``) and page faults taken in them (so "compiled kernels" undercounts the kernels' work).
 
 Requires ``perf`` (linux-tools) allowed to sample the child's kernel time: root or ``kernel.perf_event_paranoid``
 <= 1 (checked: without it the thread switches would silently read 0).
@@ -169,10 +171,12 @@ def _profile(env_id: str, num_envs: int, mode: str, window: float, freq: int, fo
         ns[category] += int(period)
         if category == "other":
             other_leaves[next((f for f in frames if f != "[unknown]"), "[unknown]")[:80]] += int(period)
+    if first is None:
+        raise RuntimeError(f"step_perf: perf recorded no samples of the {mode} child: {record.stderr.strip()}")
     log = result["log"]
     done = [calls for stamp, calls in log if stamp <= last]
     before = [calls for stamp, calls in log if stamp <= first]
-    if first is None or not done or done[-1] == (before[-1] if before else 0) or log[-1][0] < last:
+    if not done or done[-1] == (before[-1] if before else 0) or log[-1][0] < last:
         raise RuntimeError(f"step_perf: the {mode} child's call log does not cover perf's samples")
     calls = done[-1] - (before[-1] if before else 0)  # finished within perf's sampled span, to one block
     out = {name: value / 1e3 / calls for name, value in ns.items()}
@@ -226,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         meta = {"date": time.strftime("%Y-%m-%d"), "commit": _git_commit(), "cpu": _cpu_model(),
                 "cores": os.cpu_count(), "jax": jax.__version__, "perf": perf, "event": "cpu-clock",
                 "env": args.env, "num_envs": args.num_envs, "rounds": args.rounds, "window_s": args.window,
-                "freq_hz": args.freq, "command": "python benchmarks/step_perf.py " + " ".join(argv or sys.argv[1:])}
+                "freq_hz": args.freq, "environment": {k: v for k, v in os.environ.items()
+                                                       if k.startswith(("MALLOC_", "GLIBC_", "XLA_", "LD_PRELOAD"))},
+                "command": "python benchmarks/step_perf.py " + " ".join(argv or sys.argv[1:])}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "us_per_call": mean, "runs": runs}, f, indent=1)
 

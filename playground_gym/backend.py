@@ -43,15 +43,32 @@ _PIN_OPT_OUT = "PLAYGROUND_GYM_PIN_JAX_CPU"
 def configure_jax_environment() -> None:
     """Default the environment variables read when JAX initialises its backend and MuJoCo its GL.
 
-    ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, and ``MUJOCO_GL=egl`` on a machine without a display.
+    ``XLA_PYTHON_CLIENT_PREALLOCATE=false``, and ``MUJOCO_GL=egl`` on a machine without a display where an EGL
+    library loads (where none does, MuJoCo's ``import mujoco``, which loads its GL backend, would fail on
+    ``MUJOCO_GL=egl``: MUJOCO_GL is then left unset and rendering says what is missing when asked for).
     Called on ``import playground_gym``. Has no effect on a variable the user already set, nor on a
     JAX backend that was already initialised before ``playground_gym`` was imported.
     """
     for name, value in _JAX_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and "MUJOCO_GL" not in os.environ \
+            and _egl_loads():
         # MuJoCo's default GL backend (GLFW) needs a display; EGL renders headless (CPU via Mesa, or GPU).
-        os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ["MUJOCO_GL"] = "egl"
+
+
+def _egl_loads() -> bool:
+    """Whether an EGL library can be loaded (PyOpenGL's EGL bindings need one)."""
+    import ctypes
+    import ctypes.util
+
+    for name in dict.fromkeys(filter(None, (ctypes.util.find_library("EGL"), "libEGL.so.1", "libEGL.so"))):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def _opted_out(variable: str) -> bool:

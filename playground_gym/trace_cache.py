@@ -43,7 +43,7 @@ from playground_gym import autoreset, menagerie, provenance
 from playground_gym.configs import suite_of
 from playground_gym.loading import find_menagerie
 
-__all__ = ["EnvPrograms", "export_programs", "load_programs", "program_key", "save_programs"]
+__all__ = ["EnvPrograms", "export_platform", "export_programs", "load_programs", "program_key", "save_programs"]
 _MAGIC = b"playground_gym trace cache\n"
 FORMAT = 2
 _PROGRAMS = ("reset", "step", "elapsed", "set_elapsed")
@@ -101,7 +101,7 @@ def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "settings": json.loads(json.dumps(dict(settings), sort_keys=True)),
-        "platform": jax_device.platform,
+        "platform": export_platform(jax_device),
         "device_kind": jax_device.device_kind,
         "jax_settings": provenance.jax_settings(),
         "fuse_limit": autoreset.FUSE_LIMIT,  # the carry's layout (fused per dtype or leaf by leaf) follows from it
@@ -111,6 +111,15 @@ def program_key(settings: Mapping[str, Any], jax_device: Any) -> dict[str, Any]:
         "playground_gym_source": provenance.source_digest(),
         "menagerie": _menagerie_digest(settings["env_id"]),
     }
+
+
+def export_platform(jax_device: Any) -> str:
+    """The platform name ``jax.export`` lowers for on ``jax_device``: ``"cuda"`` or ``"rocm"`` for a GPU (whose
+    ``Device.platform`` is ``"gpu"``, a name exported programs refuse to run under), else the device's platform."""
+    if jax_device.platform != "gpu":
+        return jax_device.platform
+    version = str(getattr(jax_device.client, "platform_version", "")).lower()
+    return "rocm" if "rocm" in version or "hip" in version else "cuda"
 
 
 def _entry_path(key: Mapping[str, Any]) -> Path | None:

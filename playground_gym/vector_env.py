@@ -205,7 +205,7 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
                              num_envs, mjx_env, fns)
     with backend.silence_stderr(quiet), jax.default_device(jax_device):
         programs = trace_cache.export_programs(fns, num_envs, meta["action_size"], meta["obs_shapes"],
-                                               jax_device.platform)
+                                               trace_cache.export_platform(jax_device))
     trace_cache.save_programs(rekey() if rekey is not None else key, programs)
     # this process runs the exported programs too, so the compilation cache then holds what a later process needs
     with backend.silence_stderr(quiet), jax.default_device(jax_device):

@@ -149,6 +149,20 @@ def test_backend_env_defaults_and_overrides(tmp_path):
     assert prealloc == "true" and cache == "None"
 
 
+
+def test_mujoco_gl_defaults_to_egl_only_where_egl_loads(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    for loads, expected in ((False, None), (True, "egl")):
+        monkeypatch.delenv("MUJOCO_GL", raising=False)
+        monkeypatch.setattr(backend, "_egl_loads", lambda loads=loads: loads)
+        backend.configure_jax_environment()
+        assert os.environ.get("MUJOCO_GL") == expected
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")  # the user's choice stands
+    backend.configure_jax_environment()
+    assert os.environ["MUJOCO_GL"] == "osmesa"
+
+
 _PIN_PROBE = """
 import json, os, sys
 import torch

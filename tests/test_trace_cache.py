@@ -316,3 +316,22 @@ def test_jax_settings_key_the_cache_and_the_in_process_sharing(tmp_path, monkeyp
     monkeypatch.setattr(provenance, "jax_settings", lambda: {**before, "x64": not before["x64"]})
     other = playground_gym.make_vec("CartpoleBalance", N, **SETTINGS)
     assert other._shared is not first._shared
+
+
+def test_the_export_platform_of_a_gpu_is_the_name_exported_programs_run_under():
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+
+    def device(platform, version):
+        return SimpleNamespace(platform=platform, client=SimpleNamespace(platform_version=version))
+
+    # a CUDA device says "gpu"; a program exported for "gpu" refuses to run there ('used on cuda')
+    assert trace_cache.export_platform(device("gpu", "cuda 13000")) == "cuda"
+    assert trace_cache.export_platform(device("gpu", "rocm 6.3")) == "rocm"
+    assert trace_cache.export_platform(jax.devices("cpu")[0]) == "cpu"
+    exported = jax.export.export(jax.jit(lambda x: x * 2),
+                                 platforms=(trace_cache.export_platform(device("gpu", "cuda 13000")),))(
+        jax.ShapeDtypeStruct((3,), jnp.float32))
+    assert exported.platforms == ("cuda",)

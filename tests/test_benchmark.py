@@ -65,9 +65,10 @@ GOOD = textwrap.dedent('''
 _PARSED = "a, _ = resolve_args(parse_args(Args))"
 BAD = GOOD.replace(_PARSED, _PARSED + '\n    import sys\n    print("boom: simulated crash", file=sys.stderr)\n'
                                       '    sys.exit(1)')
-SLOW = GOOD.replace(_PARSED, _PARSED + '\n    import time\n'
-                                       '    open(os.path.join(os.environ["PIDS_DIR"], str(os.getpid())), "w").close()\n'
-                                       '    time.sleep(120)')
+# records its pid before any import when run (not when the campaign imports it to resolve its settings): under load,
+# importing playground_gym alone can outlast a short --timeout
+SLOW = ('import os\nif __name__ == "__main__":\n    open(os.path.join(os.environ["PIDS_DIR"], str(os.getpid())), "w").close()\n'
+        + GOOD.replace(_PARSED, _PARSED + '\n    import time\n    time.sleep(120)'))
 
 
 @pytest.fixture

@@ -164,14 +164,15 @@ class Agent(nn.Module):
 
     def get_action(self, x, deterministic=False):
         dist = self.get_distribution(x)
-        action = dist.mean if deterministic else dist.sample()
+        # rsample: sample()'s draw without its torch.normal, which checks std >= 0 on the host (a CUDA sync)
+        action = dist.mean if deterministic else dist.rsample().detach()
         return action, dist.log_prob(action).sum(-1)
 
     def get_action_and_value(self, x, action=None, critic_x=None):
         """critic_x: what the critic sees (an asymmetric critic's privileged observation); None = x"""
         dist = self.get_distribution(x)
         if action is None:
-            action = dist.sample()
+            action = dist.rsample().detach()
         return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.get_value(
             x if critic_x is None else critic_x)
 

@@ -167,7 +167,7 @@ class NormalTanh:
         self.normal = Normal(loc, F.softplus(raw_scale) + min_std, validate_args=False)  # checks: a GPU host sync
 
     def sample(self):
-        pre_tanh = self.normal.sample()
+        pre_tanh = self.normal.rsample().detach()  # sample()'s draw; its torch.normal syncs on CUDA
         return torch.tanh(pre_tanh), pre_tanh
 
     def log_prob(self, pre_tanh):

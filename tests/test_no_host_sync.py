@@ -3,8 +3,11 @@
 On CUDA, `torch.cuda.set_sync_debug_mode("error")` proves it (the GPU kit runs that). On this CPU the equivalent check
 runs each trainer in-process with its `rollout` and `update` wrapped so that, while they run, every Python path from
 a tensor to the host raises: `.item()`, `.tolist()`, `.numpy()`, `.cpu()`, `bool()`/`float()`/`int()`/indexing with a
-tensor, printing, and boolean-mask indexing (a data-dependent shape). The one exception is playground_gym's own action
-hand-over on CPU (interop.py passes a numpy *view* of the action tensor to JAX; on CUDA it uses DLPack instead).
+tensor, printing, and boolean-mask indexing (a data-dependent shape), plus the torch functions that wait for the GPU
+inside ATen: `torch.normal` with a tensor std (it checks std >= 0 on the host: `Normal.sample()` takes that path) and
+the ops whose result's shape depends on the data (`nonzero`, `masked_select`, `unique`). The one exception is
+playground_gym's own action hand-over on CPU (interop.py passes a numpy *view* of the action tensor to JAX; on CUDA it
+uses DLPack instead).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from trainer_harness import TINY, TINY_MULTIUNROLL, load_trainer
 HOST_PATHS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "__array__",
               "__format__", "__repr__")
 ALLOWED_CALLERS = (str(Path(__file__).resolve().parents[1] / "playground_gym" / "interop.py"),)
+# ATen ops that synchronise on CUDA: a data-dependent output shape, or (normal) a host-side check of a tensor argument
+DATA_SHAPED = ("nonzero", "masked_select", "unique")
 
 
 @contextlib.contextmanager
@@ -45,14 +50,36 @@ def no_host_sync(log: list[str]):
             raise AssertionError("host sync: boolean-mask indexing (its result's shape depends on the data)")
         return originals["__getitem__"](self, index)
 
+    def refuse(what):
+        log.append(what)
+        raise AssertionError(f"host sync on CUDA: {what}")
+
+    def data_shaped(name, original):
+        def guarded(*args, **kwargs):
+            refuse(f"torch.{name} (its result's shape depends on the data)")
+        return guarded
+
+    def normal(mean, std=1.0, *args, **kwargs):
+        if isinstance(std, torch.Tensor):
+            refuse("torch.normal with a tensor std (Normal.sample(); rsample() does not check on the host)")
+        return torch_originals["normal"](mean, std, *args, **kwargs)
+
+    torch_originals = {name: getattr(torch, name) for name in DATA_SHAPED + ("normal",)}
     for name in HOST_PATHS:
         setattr(torch.Tensor, name, guard(name))
     torch.Tensor.__getitem__ = getitem
+    for name in DATA_SHAPED:
+        originals[name] = getattr(torch.Tensor, name)
+        setattr(torch, name, data_shaped(name, torch_originals[name]))
+        setattr(torch.Tensor, name, data_shaped(name, originals[name]))
+    torch.normal = normal
     try:
         yield
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
+        for name, original in torch_originals.items():
+            setattr(torch, name, original)
 
 
 def guarded(fn, calls, log):
@@ -82,7 +109,15 @@ def test_the_guard_catches_a_sync():
         torch.ones(2).sum().item()
     with pytest.raises(AssertionError, match="boolean-mask"), no_host_sync(log):
         torch.arange(3)[torch.tensor([True, False, True])]
-    assert torch.ones(1).item() == 1.0 and len(log) == 2  # restored afterwards
+    with pytest.raises(AssertionError, match="torch.normal with a tensor std"), no_host_sync(log):
+        torch.distributions.Normal(torch.zeros(3), torch.ones(3), validate_args=False).sample()
+    with pytest.raises(AssertionError, match="torch.nonzero"), no_host_sync(log):
+        torch.arange(3).nonzero()
+    with no_host_sync(log):  # the reparametrised draw and a scalar std stay on the device
+        torch.distributions.Normal(torch.zeros(3), torch.ones(3), validate_args=False).rsample()
+        torch.normal(torch.zeros(3), 1.0)
+    assert torch.ones(1).item() == 1.0 and len(log) == 4  # restored afterwards
+    assert torch.arange(3).nonzero().shape == (2, 1) and torch.normal(torch.zeros(2), torch.ones(2)).shape == (2,)
 
 
 def test_non_finite_gradient_steps_are_skipped_on_the_device():

@@ -30,7 +30,7 @@ import numpy as np
 
 from playground_gym import randomization
 
-__all__ = ["FUSE_LIMIT", "EpisodeSpec", "Carry", "Packer", "BytePacker", "VectorFunctions", "leaf_by_leaf",
+__all__ = ["FUSE_LIMIT", "REFILL_BLOCK", "EpisodeSpec", "Carry", "Packer", "BytePacker", "VectorFunctions", "leaf_by_leaf",
            "make_vector_functions", "match_avals"]
 
 PRIVILEGED_KEY = "privileged_state"
@@ -163,6 +163,12 @@ def _strong(tree: Any) -> Any:
 # fused wins up to CartpoleBalance x 256 (114k elements: 0.94x against 0.59x of raw) and loses from x 1024 (456k:
 # 0.69x against 0.94x), CheetahRun x 256 (~280k) is 0.93x fused against 1.04x leaf by leaf.
 FUSE_LIMIT = 2**17
+
+# On the CPU the step makes its fresh states (full_reset) in blocks of at most this many envs. XLA's CPU runtime
+# allocates a program's scratch memory anew at every call, sized for every branch, taken or not; with the reset of all
+# envs at once, CheetahRun x 4096's step needed 49 MB, above glibc's largest mmap threshold (32 MB), so each call
+# mapped fresh pages and faulted them in (3-4 ms of a ~164 ms step). In blocks of 1024 it needs 21 MB, as replay's.
+REFILL_BLOCK = 1024
 
 
 class Packer:
@@ -341,7 +347,8 @@ class VectorFunctions(NamedTuple):
 _MODEL_STREAM = 0x6D6F64  # folded into a reset key for the model draws, so states keep the keys they had without them
 
 
-def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[..., Any] | None = None) -> VectorFunctions:
+def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[..., Any] | None = None,
+                          refill_block: int | None = None) -> VectorFunctions:
     """Build the batched ``reset(keys)`` and ``step(carry, first, actions)`` functions (to be jitted).
 
     ``reset(keys)`` takes per-env PRNG keys ``[num_envs, 2]`` and returns ``(carry, first, out)``: the
@@ -356,8 +363,14 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
     ``episode_return`` (unscaled), ``episode_length``,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
     ``final_privileged_state``). ``randomizer`` (with ``spec.randomization`` set): each env steps its own model
-    (``model(carry)`` gives the fields it randomised, batched).
+    (``model(carry)`` gives the fields it randomised, batched). ``refill_block``: with ``full_reset``, the step
+    makes its fresh states in blocks of at most this many envs, one block after another (the same states; the CPU
+    uses :data:`REFILL_BLOCK`); ``None`` = all envs at once. A Warp-backed env always makes them at
+    once (its state keeps some fields once for all envs).
     """
+    if refill_block is not None and (isinstance(refill_block, bool) or not isinstance(refill_block, int)
+                                     or refill_block < 1):
+        raise ValueError(f"refill_block: expected None or an int >= 1; got {refill_block!r}")
     if spec.max_steps < 1 or spec.action_repeat < 1:
         raise ValueError(f"EpisodeSpec: expected max_steps >= 1 and action_repeat >= 1; got {spec}")
     if (randomizer is None) != (spec.randomization is None):
@@ -366,6 +379,10 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         raise ValueError("randomize_on_reset: expected domain randomisation with full_reset (a replayed first state "
                          "was made with the old model)")
     base_model = env.mjx_model if randomizer is not None else None
+    if refill_block is not None:
+        one_state = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32))
+        if any(_is_shared(path) for path, _ in jax.tree_util.tree_flatten_with_path(one_state)[0]):
+            refill_block = None
     # per-env models drawn once but fresh states from a pool: each env's pool entry is made with its own model
     own_pool = randomizer is not None and not spec.randomize_on_reset
 
@@ -381,6 +398,26 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
 
     def batched_reset(keys: jax.Array, fields: Any) -> Any:
         return jax.vmap(lambda k, f: env_call("reset", f, k))(keys, fields)
+
+    def fresh_pool(keys: jax.Array, fields: Any, pool_packer: Packer) -> dict[str, jax.Array]:
+        """The packed states of ``batched_reset``, made (and packed) in blocks of at most ``refill_block`` envs, one
+        after another (``lax.map``): the same states, from a program whose scratch memory holds one block's reset
+        instead of every env's (the unpacked states of 4096 CheetahRun envs alone are ~34 MB)."""
+        n = keys.shape[0]
+        if refill_block is None or n <= refill_block:
+            return pool_packer.pack(batched_reset(keys, fields))
+        blocks = -(-n // refill_block)
+        size = -(-n // blocks)  # balanced blocks: the last is padded with copies of the first envs' inputs
+        pad = blocks * size - n
+
+        def split(x: jax.Array) -> jax.Array:
+            return jnp.concatenate([x, x[:pad]]).reshape(blocks, size, *x.shape[1:])
+
+        keys, fields = jax.tree.map(split, (keys, fields))
+        block_packer = Packer(jax.eval_shape(batched_reset, keys[0], jax.tree.map(lambda x: x[0], fields)), size,
+                              keep_shared=False)
+        packed = jax.lax.map(lambda kf: block_packer.pack(batched_reset(*kf)), (keys, fields))
+        return {name: x.reshape(blocks * size, *x.shape[2:])[:n] for name, x in packed.items()}
 
     def physics_one(state: Any, action: jax.Array, fields: Any) -> tuple[Any, jax.Array, jax.Array]:
         """Step one env ``action_repeat`` times; stop (freeze) at the first done. Returns summed reward."""
@@ -465,7 +502,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
             key, _, used, _ = part
             split = jax.vmap(jax.random.split)(key)
             models = draw_models(split[:, 1]) if spec.randomize_on_reset else carry.model  # None: no randomisation
-            pool = pool_packer.pack(batched_reset(split[:, 1], models))
+            pool = fresh_pool(split[:, 1], models, pool_packer)
             return split[:, 0], pool, jnp.zeros_like(used), models if spec.randomize_on_reset else None
 
         key, pool, used, pool_model = _cond_2d(pred, refill, lambda part: part,
@@ -494,10 +531,12 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
             env_state, used, model = part
             entry = jnp.where(done, used[0] + jnp.cumsum(done) - 1, 0)
             take = lambda x: jnp.take(x, entry, axis=0)  # noqa: E731
-            picked = {name: take(x) for name, x in carry.pool.items()}
+            # leaf by leaf, each gather fuses into its select: gathering the packed pool whole first made one
+            # [num_envs, width] scratch array, which every call allocates (taken or not: CheetahRun x 4096, 33 MB)
+            picked = jax.tree.map(take, unpack(carry.pool))
             if spec.randomize_on_reset:  # the state comes with the model it was made with
                 model = _where(done, jax.tree.map(take, carry.pool_model), model)
-            return _where(done, unpack(picked), env_state), used + count, model
+            return _where(done, picked, env_state), used + count, model
 
         # most steps end no episode: then the state passes through untouched (a plain conditional over the
         # carry's own leaves, as replay's, is updated in place; the pool is only read, packed)

@@ -97,6 +97,7 @@ class _Compiled:
         self.action_size, self.obs_shapes = int(meta["action_size"]), meta["obs_shapes"]
         self.layout, self.source, self._load, self._spec = layout, source, load, spec
         self._mjx_env, self._vector_fns, self._randomizer = mjx_env, vector_fns, randomizer
+        self._jax_device = jax_device
         self._jitted: dict[str, Any] = {}  # VectorFunctions field -> jax.jit of it, compiled on first use
         reset_fn, step_fn = fns["reset"], fns["step"]
         self.step_function = step_fn  # the step as traced or exported, before jit (benchmarks jit it other ways)
@@ -146,7 +147,8 @@ class _Compiled:
         """The env's pure batched functions (traced here, or rebuilt from the loaded env after a trace-cache hit)."""
         if self._vector_fns is None:
             randomizer = self._randomizer() if self._randomizer is not None else None
-            self._vector_fns = make_vector_functions(self.mjx_env, self._spec, randomizer)
+            self._vector_fns = make_vector_functions(self.mjx_env, self._spec, randomizer,
+                                                     _refill_block(self._jax_device))
         return self._vector_fns
 
     def _jit(self, name: str) -> Any:
@@ -163,6 +165,13 @@ class _Compiled:
     def reset_keeping_models(self, keys: Any, carry: Any) -> Any:
         """``reset(keys)`` whose envs keep the randomised models of ``carry``."""
         return self._jit("reset")(keys, carry)
+
+
+def _refill_block(jax_device: Any) -> int | None:
+    """Blocks of fresh states only on the CPU, whose runtime maps a large step's scratch memory anew every call
+    (:data:`~playground_gym.autoreset.REFILL_BLOCK`); a GPU's allocator keeps it, and a refill in one batch is the
+    GPU's widest."""
+    return autoreset.REFILL_BLOCK if jax_device.platform == "cpu" else None
 
 
 def _obs_shapes(obs_struct: Any) -> Any:
@@ -197,7 +206,8 @@ def _compile(load: Callable[[], Any], spec: EpisodeSpec, jax_device: Any, num_en
         obs_struct = jax.eval_shape(mjx_env.reset, jax.random.PRNGKey(0)).obs
     if isinstance(obs_struct, Mapping) and obs_key not in obs_struct:
         raise KeyError(f"obs_key: expected one of {sorted(obs_struct)} for {env_name}; got {obs_key!r}")
-    fns = make_vector_functions(mjx_env, spec, randomizer() if randomizer is not None else None)
+    fns = make_vector_functions(mjx_env, spec, randomizer() if randomizer is not None else None,
+                                _refill_block(jax_device))
     meta = {"action_size": int(mjx_env.action_size), "obs_shapes": _obs_shapes(obs_struct)}
     if key is None or provenance.cache_dir() is None:
         with backend.silence_stderr(quiet), jax.default_device(jax_device):

@@ -301,3 +301,44 @@ def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypat
     assert not fused_env._shared.donate_carry and not any(x.is_deleted() for x in before.values())
     with pytest.raises(ValueError, match="carried leaf by leaf and this env's fused per dtype"):
         fused_env.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("randomize_on_reset", [False, True])
+def test_fresh_states_made_in_blocks_are_the_same_states(randomize_on_reset):
+    """On the CPU the step makes its fresh states in blocks of envs (autoreset.REFILL_BLOCK, one block after another):
+    bit for bit the states one batched reset makes, a padded last block included (5 envs in blocks of 2: 2, 2, 1 + 1
+    padding), and with a model drawn at each reset; the vector env on the CPU blocks with REFILL_BLOCK."""
+    import jax
+
+    from playground_gym import autoreset, vector_env
+    from playground_gym.loading import load_env
+    from test_randomization import mass_scale
+
+    env = load_env("CartpoleBalance", impl="jax")
+    spec = autoreset.EpisodeSpec(max_steps=3, randomization="custom" if randomize_on_reset else None,
+                                 randomize_on_reset=randomize_on_reset)
+    randomizer = mass_scale if randomize_on_reset else None
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    g = torch.Generator().manual_seed(4)
+    actions = [jax.numpy.asarray((2 * torch.rand(5, 1, generator=g) - 1).numpy()) for _ in range(10)]
+    runs = {}
+    for block in (None, 2):
+        fns = autoreset.make_vector_functions(env, spec, randomizer, refill_block=block)
+        carry, first, out = jax.jit(fns.reset)(keys)
+        step = jax.jit(fns.step)
+        scans = str(jax.make_jaxpr(fns.step)(carry, first, actions[0])).count("scan[")
+        outs = []
+        for a in actions:
+            carry, out = step(carry, first, a)
+            outs.append(out)
+        runs[block] = (outs, fns.env_state(carry), fns.model(carry), scans)
+    (batched, state_b, model_b, scans_b), (blocked, state_k, model_k, scans_k) = runs.values()
+    assert scans_k == scans_b + 1  # the blocks are one more loop in the step (lax.map)
+    assert sum(int(o["done"].sum()) for o in batched) == 15  # every env ended 3 times: the pool refilled 3 times
+    for a, b in zip(batched, blocked):
+        assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    for a, b in ((state_b, state_k), (model_b, model_k)):
+        assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert vector_env._refill_block(jax.devices("cpu")[0]) == autoreset.REFILL_BLOCK
+    with pytest.raises(ValueError, match="refill_block: expected None or an int >= 1; got 0"):
+        autoreset.make_vector_functions(env, spec, randomizer, refill_block=0)

@@ -3,10 +3,12 @@
 A change to the step's bookkeeping is judged by timing both programs in the same process, interleaved round by round
 (machine noise then hits both alike): the other commit's ``autoreset.py`` is read with ``git show`` and loaded as a
 module of its own next to this checkout's, each builds its step for the same env, and each step is jitted as the
-vector env jits it (the carry donated where it travels leaf by leaf) and called directly on its carry. Every
-contender starts from the same initial states (``reset`` of the same keys; checked equal between the two versions)
-and takes the same random constant actions; episodes are longer than the run (no env ends inside it: checked), so
-what is timed is the step and its books, the refill and hand-out of fresh states untaken. Contenders: ``base`` and
+vector env donates it (the carry donated where it travels leaf by leaf; no sharding pinned: one CPU device) and
+called directly on its carry. Every contender starts from the same initial states (``reset`` of the same keys;
+the observations checked equal between the two versions) and takes the same random constant actions; episodes are
+longer than the run (no env ends inside it: checked after every round, each env's elapsed steps against the steps
+taken), so what is timed is a step where no env ends: the step and its books, the refill and hand-out of fresh
+states untaken (what a taken refill costs is ``env_throughput.py --reset-cost``'s to measure). Contenders: ``base`` and
 ``head``, each with fresh initial states (``full_reset=True``, the default) and, with ``--replay``, also replaying
 first states. Reported per env and size: the median over rounds of head / base steps per second, each round's
 ratio, and the compiled step's temporary buffer (XLA's ``memory_analysis``), which the CPU runtime allocates at
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -50,7 +53,7 @@ def load_base(commit: str) -> ModuleType:
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"--base: expected a commit holding playground_gym/autoreset.py; got {commit!r}: "
                          f"{err.stderr.strip()}") from None
-    path = Path(f"/tmp/autoreset_base_{commit}.py")
+    path = Path(f"/tmp/autoreset_base_{re.sub(r'[^A-Za-z0-9_.-]', '_', commit)}.py")
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("autoreset_base", path)
     module = importlib.util.module_from_spec(spec)
@@ -71,7 +74,7 @@ def build(module: ModuleType, env: Any, n: int, full_reset: bool) -> dict[str, A
     actions = jax.random.uniform(jax.random.PRNGKey(1), (n, env.action_size), minval=-1.0, maxval=1.0)
     step = jax.jit(fns.step, donate_argnums=donate).lower(carry, first, actions).compile()  # one compile
     return {"step": step, "carry": carry, "first": first, "actions": actions, "obs0": np.asarray(out["obs"]),
-            "temp_mb": step.memory_analysis().temp_size_in_bytes / 1e6}
+            "temp_mb": step.memory_analysis().temp_size_in_bytes / 1e6, "elapsed": jax.jit(fns.elapsed), "taken": 0}
 
 
 def run_round(c: dict[str, Any], steps: int) -> float:
@@ -81,9 +84,9 @@ def run_round(c: dict[str, Any], steps: int) -> float:
         carry, out = c["step"](carry, c["first"], c["actions"])
     jax.block_until_ready((carry, out))
     seconds = time.perf_counter() - t0
-    if bool(np.asarray(out["done"]).any()):
+    c["carry"], c["taken"] = carry, c["taken"] + steps
+    if not bool((np.asarray(c["elapsed"](carry)) == c["taken"]).all()):  # an end anywhere restarts an env's count
         raise SystemExit("an env ended inside the timed rounds: expected none (episodes of 1000 steps)")
-    c["carry"] = carry
     return steps * c["actions"].shape[0] / seconds
 
 

@@ -364,9 +364,11 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
     ``nan_reset`` and, for dict observations holding it, ``privileged_state`` (and
     ``final_privileged_state``). ``randomizer`` (with ``spec.randomization`` set): each env steps its own model
     (``model(carry)`` gives the fields it randomised, batched). ``refill_block``: with ``full_reset``, the step
-    makes its fresh states in blocks of at most this many envs, one block after another (the same states; the CPU
-    uses :data:`REFILL_BLOCK`); ``None`` = all envs at once. A Warp-backed env always makes them at
-    once (its state keeps some fields once for all envs).
+    makes its fresh states in blocks of at most this many envs, one block after another (the CPU uses
+    :data:`REFILL_BLOCK`): the same states up to float rounding (XLA compiles a block's reset apart from a whole
+    batch's; CartpoleBalance's are bit for bit the same, CheetahRun's differ in their last digits after its 200
+    settling steps); ``None`` = all envs at once. A Warp-backed env always makes them at once (its state keeps
+    some fields once for all envs).
     """
     if refill_block is not None and (isinstance(refill_block, bool) or not isinstance(refill_block, int)
                                      or refill_block < 1):
@@ -379,10 +381,6 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
         raise ValueError("randomize_on_reset: expected domain randomisation with full_reset (a replayed first state "
                          "was made with the old model)")
     base_model = env.mjx_model if randomizer is not None else None
-    if refill_block is not None:
-        one_state = jax.eval_shape(env.reset, jax.ShapeDtypeStruct((2,), jnp.uint32))
-        if any(_is_shared(path) for path, _ in jax.tree_util.tree_flatten_with_path(one_state)[0]):
-            refill_block = None
     # per-env models drawn once but fresh states from a pool: each env's pool entry is made with its own model
     own_pool = randomizer is not None and not spec.randomize_on_reset
 
@@ -401,10 +399,11 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
 
     def fresh_pool(keys: jax.Array, fields: Any, pool_packer: Packer) -> dict[str, jax.Array]:
         """The packed states of ``batched_reset``, made (and packed) in blocks of at most ``refill_block`` envs, one
-        after another (``lax.map``): the same states, from a program whose scratch memory holds one block's reset
-        instead of every env's (the unpacked states of 4096 CheetahRun envs alone are ~34 MB)."""
+        after another (``lax.map``): the same states up to float rounding, from a program whose scratch memory
+        holds one block's reset instead of every env's (the unpacked states of 4096 CheetahRun envs alone are
+        ~34 MB). Not for a Warp-backed state, whose shared leaves have no env axis to split."""
         n = keys.shape[0]
-        if refill_block is None or n <= refill_block:
+        if refill_block is None or n <= refill_block or any(pool_packer.shared):
             return pool_packer.pack(batched_reset(keys, fields))
         blocks = -(-n // refill_block)
         size = -(-n // blocks)  # balanced blocks: the last is padded with copies of the first envs' inputs
@@ -533,7 +532,8 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
             take = lambda x: jnp.take(x, entry, axis=0)  # noqa: E731
             # leaf by leaf, each gather fuses into its select: gathering the packed pool whole first made one
             # [num_envs, width] scratch array, which every call allocates (taken or not: CheetahRun x 4096, 33 MB)
-            picked = jax.tree.map(take, unpack(carry.pool))
+            picked = jax.tree_util.tree_map_with_path(  # a shared leaf (Warp) is the carry's: _where keeps it
+                lambda path, x: x if _is_shared(path) else take(x), unpack(carry.pool))
             if spec.randomize_on_reset:  # the state comes with the model it was made with
                 model = _where(done, jax.tree.map(take, carry.pool_model), model)
             return _where(done, picked, env_state), used + count, model

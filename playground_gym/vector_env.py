@@ -391,13 +391,15 @@ class PlaygroundVectorEnv(VectorEnv):
         # its compiled functions: tracing and compiling an env step costs seconds.
         share_key = (None if custom_env is not None or config_overrides or randomization_kind == "custom" else
                      (self.env_id, self.impl, self.jax_device, spec, self.num_envs, autoreset.FUSE_LIMIT,
-                      tuple(sorted(provenance.jax_settings().items()))))
+                      _refill_block(self.jax_device), tuple(sorted(provenance.jax_settings().items()))))
         shared = _SHARED_LIVE.get(share_key) if share_key else None
         if shared is None:
             # Warp's FFI kernels are custom calls that jax.export cannot serialise: warp programs are traced
             cacheable = (custom_env is None and _json_plain(config_overrides) and self.impl == "jax"
                          and randomization_kind != "custom")
-            key = trace_cache.program_key(self._settings, self.jax_device) if cacheable else None
+            # the program's code is keyed by the package's source; a block size set at run time (benchmarks) is not
+            programs_of = {**self._settings, "refill_block": _refill_block(self.jax_device)}
+            key = trace_cache.program_key(programs_of, self.jax_device) if cacheable else None
             # A load deferred by a trace-cache hit uses the Menagerie folder of the key, found now.
             menagerie_path = ((key or {}).get("menagerie") or {}).get("path")
 
@@ -409,7 +411,7 @@ class PlaygroundVectorEnv(VectorEnv):
                         return custom_env
                     return load_env(env_id, impl, config_overrides, menagerie_path)
 
-            rekey = (lambda: trace_cache.program_key(self._settings, self.jax_device)) if cacheable else None
+            rekey = (lambda: trace_cache.program_key(programs_of, self.jax_device)) if cacheable else None
             shared = _compile(load, spec, self.jax_device, self.num_envs, obs_key, self.env_id, key, rekey, self.quiet,
                               randomizer)
         if share_key:

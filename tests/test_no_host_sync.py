@@ -1,10 +1,10 @@
 """The rollout and the SGD loop of every trainer never wait for the device.
 
-On CUDA, `torch.cuda.set_sync_debug_mode("error")` proves it (the GPU kit runs that). On this CPU the equivalent check
-runs each trainer in-process with its `rollout` and `update` wrapped so that, while they run, every Python path from
-a tensor to the host raises: `.item()`, `.tolist()`, `.numpy()`, `.cpu()`, `bool()`/`float()`/`int()`/indexing with a
-tensor, printing, and boolean-mask indexing (a data-dependent shape), plus the torch functions that wait for the GPU
-inside ATen: `torch.normal` with a tensor std (it checks std >= 0 on the host: `Normal.sample()` takes that path) and
+On CUDA, `torch.cuda.set_sync_debug_mode("error")` proves it (the GPU kit runs that). On this CPU a narrower check
+runs each trainer in-process with its `rollout` and `update` wrapped so that, while they run, the usual paths from a
+tensor to the host raise (not every op that can wait on a GPU): `.item()`, `.tolist()`, `.numpy()`, `.cpu()`,
+`bool()`/`float()`/`int()`/indexing with a tensor, printing, and boolean-mask indexing (a data-dependent shape), plus
+torch functions that wait for the GPU inside ATen: `torch.normal` with a tensor std (it checks std >= 0 on the host: `Normal.sample()` takes that path) and
 the ops whose result's shape depends on the data (`nonzero`, `masked_select`, `unique`). The one exception is
 playground_gym's own action hand-over on CPU (interop.py passes a numpy *view* of the action tensor to JAX; on CUDA it
 uses DLPack instead).
@@ -54,7 +54,7 @@ def no_host_sync(log: list[str]):
         log.append(what)
         raise AssertionError(f"host sync on CUDA: {what}")
 
-    def data_shaped(name, original):
+    def data_shaped(name):
         def guarded(*args, **kwargs):
             refuse(f"torch.{name} (its result's shape depends on the data)")
         return guarded
@@ -65,15 +65,15 @@ def no_host_sync(log: list[str]):
         return torch_originals["normal"](mean, std, *args, **kwargs)
 
     torch_originals = {name: getattr(torch, name) for name in DATA_SHAPED + ("normal",)}
-    for name in HOST_PATHS:
-        setattr(torch.Tensor, name, guard(name))
-    torch.Tensor.__getitem__ = getitem
-    for name in DATA_SHAPED:
-        originals[name] = getattr(torch.Tensor, name)
-        setattr(torch, name, data_shaped(name, torch_originals[name]))
-        setattr(torch.Tensor, name, data_shaped(name, originals[name]))
-    torch.normal = normal
+    originals.update({name: getattr(torch.Tensor, name) for name in DATA_SHAPED})
     try:
+        for name in HOST_PATHS:
+            setattr(torch.Tensor, name, guard(name))
+        torch.Tensor.__getitem__ = getitem
+        for name in DATA_SHAPED:
+            setattr(torch, name, data_shaped(name))
+            setattr(torch.Tensor, name, data_shaped(name))
+        torch.normal = normal
         yield
     finally:
         for name, original in originals.items():

@@ -303,11 +303,12 @@ def test_a_leaf_by_leaf_carry_steps_exactly_as_a_fused_one(full_reset, monkeypat
         fused_env.load_state_dict(saved)
 
 
-@pytest.mark.parametrize("randomize_on_reset", [False, True])
-def test_fresh_states_made_in_blocks_are_the_same_states(randomize_on_reset):
+@pytest.mark.parametrize("models", ["none", "drawn_once", "drawn_at_each_reset"])
+def test_fresh_states_made_in_blocks_are_the_same_states(models):
     """On the CPU the step makes its fresh states in blocks of envs (autoreset.REFILL_BLOCK, one block after another):
-    bit for bit the states one batched reset makes, a padded last block included (5 envs in blocks of 2: 2, 2, 1 + 1
-    padding), and with a model drawn at each reset; the vector env on the CPU blocks with REFILL_BLOCK."""
+    on CartpoleBalance bit for bit the states one batched reset makes, a padded last block included (5 envs in blocks
+    of 2: 2, 2, 1 + 1 padding), with per-env models drawn once (each env's pool entry made with its own model) or at
+    each reset; the vector env on the CPU blocks with REFILL_BLOCK."""
     import jax
 
     from playground_gym import autoreset, vector_env
@@ -315,9 +316,9 @@ def test_fresh_states_made_in_blocks_are_the_same_states(randomize_on_reset):
     from test_randomization import mass_scale
 
     env = load_env("CartpoleBalance", impl="jax")
-    spec = autoreset.EpisodeSpec(max_steps=3, randomization="custom" if randomize_on_reset else None,
-                                 randomize_on_reset=randomize_on_reset)
-    randomizer = mass_scale if randomize_on_reset else None
+    spec = autoreset.EpisodeSpec(max_steps=3, randomization=None if models == "none" else "custom",
+                                 randomize_on_reset=models == "drawn_at_each_reset")
+    randomizer = None if models == "none" else mass_scale
     keys = jax.random.split(jax.random.PRNGKey(3), 5)
     g = torch.Generator().manual_seed(4)
     actions = [jax.numpy.asarray((2 * torch.rand(5, 1, generator=g) - 1).numpy()) for _ in range(10)]

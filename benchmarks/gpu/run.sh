@@ -11,7 +11,7 @@
 #   setup        install the carried wheels (.whl/, benchmarks/gpu/fetch_wheels.sh) into /tmp/site; versions, devices
 #   peer_brax    ppo_multiunroll vs Brax's ppo.train, official CartpoleBalance config, same steps, same GPU: SPS ratio
 #   trainer_sync the three trainers' rollout and update under torch.cuda.set_sync_debug_mode("error")
-#   throughput   benchmarks/env_throughput.py at 4096 envs (CartpoleBalance, CheetahRun): ours (torch) vs raw
+#   throughput   benchmarks/env_throughput.py at 4096 envs (CartpoleBalance; CheetahRun an extra): ours vs raw
 #                jit(vmap(step)) vs upstream's wrapper, interleaved
 #   ppo_scale    ppo_continuous at 4096 envs: SPS
 #   ppo_compile  the same with --compile --cudagraphs (rehearsal: --compile): SPS, compile time included (on the GPU
@@ -58,8 +58,9 @@ if [ "$MODE" = gpu ]; then
   SCALE_ARGS="--num-envs 4096 --num-steps 16 --num-minibatches 4 --update-epochs 4 --total-timesteps 1310720"
   # core: setup 45 + peer_brax 2 x 130 + trainer_sync 70 + throughput 110 + ppo_scale 45 = 530; ppo_compile is an
   # extra here. Sized from the first H100 calls (docs/gpu/2026-12-06): Brax's side took 77 s, ours was at 6.9M of
-  # 9.8M steps (129k SPS) when cut at 95 s; each throughput contender compiles for tens of seconds at 4096 envs
-  # (all 7 were still compiling at 40 s), so one size is core and the rest extras
+  # 9.8M steps (129k SPS) when cut at 95 s; the throughput step had not printed a round at 40 s (its contenders
+  # compile one after another; their compile times were not logged), so one size is core, with more time, the rest
+  # extras
   CAPS="setup=45 peer_brax_each=130 trainer_sync=70 throughput_each=110 ppo_scale=45 ppo_compile=90 cuda_tests=90
     robot_go1=150"
   COMPILE_KIND=extra

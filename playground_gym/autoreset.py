@@ -166,8 +166,9 @@ FUSE_LIMIT = 2**17
 
 # On the CPU the step makes its fresh states (full_reset) in blocks of at most this many envs. XLA's CPU runtime
 # allocates a program's scratch memory anew at every call, sized for every branch, taken or not; with the reset of all
-# envs at once, CheetahRun x 4096's step needed 49 MB, above glibc's largest mmap threshold (32 MB), so each call
-# mapped fresh pages and faulted them in (3-4 ms of a ~164 ms step). In blocks of 1024 it needs 21 MB, as replay's.
+# envs at once (and a hand-out that gathered the whole pool, now leaf by leaf), CheetahRun x 4096's step needed 49 MB,
+# above glibc's largest mmap threshold (32 MiB), so each call mapped fresh pages and faulted them in (3-4 ms of a
+# ~164 ms step). With both changes it needs 21 MB, as replay's; either alone left 42-49 MB.
 REFILL_BLOCK = 1024
 
 

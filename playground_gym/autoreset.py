@@ -19,6 +19,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -223,6 +224,12 @@ class Packer:
         width = self.groups[name][-1][2]
         return (width,) if name.endswith("@shared") else (self.batch, width)
 
+    def with_batch(self, batch: int) -> "Packer":
+        """The same packer for a batch of ``batch`` (the per-leaf layout does not depend on it)."""
+        packer = copy.copy(self)
+        packer.batch = batch
+        return packer
+
     def layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """{group name: (packed shape, dtype name)}: what :meth:`pack` returns, as shapes."""
         return {name: (self.shape_of(name), _dtype_of(name)) for name in self.groups}
@@ -414,8 +421,7 @@ def make_vector_functions(env: Any, spec: EpisodeSpec, randomizer: Callable[...,
             return jnp.concatenate([x, x[:pad]]).reshape(blocks, size, *x.shape[1:])
 
         keys, fields = jax.tree.map(split, (keys, fields))
-        block_packer = Packer(jax.eval_shape(batched_reset, keys[0], jax.tree.map(lambda x: x[0], fields)), size,
-                              keep_shared=False)
+        block_packer = pool_packer.with_batch(size)
         packed = jax.lax.map(lambda kf: block_packer.pack(batched_reset(*kf)), (keys, fields))
         return {name: x.reshape(blocks * size, *x.shape[2:])[:n] for name, x in packed.items()}
 
